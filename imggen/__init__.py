@@ -1,0 +1,35 @@
+"""imggen's generation library: the five stages over torch, diffusers and transformers.
+
+It knows nothing of queues, SQL or HTTP, so it is usable from a notebook::
+
+    from imggen import load_components, expand, encode_prompt, denoise, decode, score
+    parts = load_components("path/to/model")
+    emb = encode_prompt(parts, expand("a red fox").prompt)
+    images = decode(parts, denoise(parts, emb, seeds=[7], steps=10, height=64, width=64))
+"""
+
+from imggen.components import Components, ModelCache, load_components
+from imggen.errors import GenerationError, InvalidInput, ModelNotFound, StageAborted
+from imggen.stages.decode import decode, png_bytes
+from imggen.stages.denoise import denoise
+from imggen.stages.encode import PromptEmbeddings, encode_prompt
+from imggen.stages.expand import Expansion, expand
+from imggen.stages.score import score
+
+__all__ = [
+    "Components",
+    "Expansion",
+    "GenerationError",
+    "InvalidInput",
+    "ModelCache",
+    "ModelNotFound",
+    "PromptEmbeddings",
+    "StageAborted",
+    "decode",
+    "denoise",
+    "encode_prompt",
+    "expand",
+    "load_components",
+    "png_bytes",
+    "score",
+]

@@ -1,0 +1,156 @@
+"""Loading a Stable-Diffusion-shaped model from a local folder, and keeping it resident.
+
+Weights load only from safetensors and never run remote code: a model folder is data, not code.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from imggen.errors import InvalidInput, ModelNotFound
+
+# Only these scheduler classes may be named by a model folder's scheduler_config.json.
+_SCHEDULERS = {
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "LMSDiscreteScheduler",
+    "UniPCMultistepScheduler",
+}
+
+
+@dataclass
+class Components:
+    """The parts of a text-to-image model. Stages read them; none of them holds a job's state."""
+
+    model_id: str
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    scheduler: SchedulerMixin
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    def fresh_scheduler(self) -> SchedulerMixin:
+        """A scheduler of its own for one run: schedulers keep per-run state (timesteps)."""
+        return type(self.scheduler).from_config(self.scheduler.config)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp16 on CUDA (bf16 where supported is an explicit choice), fp32 on the CPU."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise InvalidInput(f"dtype: expected auto, fp32, fp16 or bf16, got {dtype!r}") from None
+
+
+def load_components(
+    path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+) -> Components:
+    """Load every part of the model in ``path`` (a diffusers folder) onto ``device``.
+
+    Raises ModelNotFound if the folder or one of its parts is missing.
+    """
+    root = Path(path)
+    if not (root / "model_index.json").is_file():
+        raise ModelNotFound(f"model: no diffusers model folder (model_index.json) at {root}")
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, torch_device)
+    weights: dict[str, Any] = {"use_safetensors": True, "local_files_only": True}
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(
+            root, subfolder="tokenizer", local_files_only=True
+        )
+        text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", **weights)
+        unet = UNet2DConditionModel.from_pretrained(
+            root, subfolder="unet", torch_dtype=torch_dtype, **weights
+        )
+        vae = AutoencoderKL.from_pretrained(
+            root, subfolder="vae", torch_dtype=torch_dtype, **weights
+        )
+    except OSError as exc:  # missing file, or weights only in pickle format
+        raise ModelNotFound(f"model: cannot load {root}: {exc}") from exc
+    parts = Components(
+        model_id=str(root),
+        tokenizer=tokenizer,
+        # transformers wraps .to() in a decorator that hides its signature from type checkers.
+        text_encoder=text_encoder.to(torch_device, torch_dtype).eval(),  # type: ignore[arg-type]
+        unet=unet.to(torch_device).eval(),
+        vae=vae.to(torch_device).eval(),
+        scheduler=_load_scheduler(root),
+        device=torch_device,
+        dtype=torch_dtype,
+    )
+    if torch_device.type == "cuda":
+        # NHWC convolutions are faster on tensor cores; SDPA attention is diffusers' default.
+        parts.unet.to(memory_format=torch.channels_last)
+    return parts
+
+
+def _load_scheduler(root: Path) -> SchedulerMixin:
+    config_path = root / "scheduler" / "scheduler_config.json"
+    try:
+        name = json.loads(config_path.read_text())["_class_name"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelNotFound(f"model: unreadable scheduler config {config_path}: {exc}") from exc
+    if name not in _SCHEDULERS:
+        raise InvalidInput(f"model: scheduler {name!r} is not one imggen supports")
+    scheduler_cls = getattr(diffusers, name)
+    return scheduler_cls.from_pretrained(root, subfolder="scheduler")
+
+
+class ModelCache:
+    """Models resident in one process, least recently used evicted past ``max_models``.
+
+    Loading takes seconds to minutes, so a worker loads each model once, on first use.
+    """
+
+    def __init__(self, device: str = "auto", dtype: str = "auto", max_models: int = 2) -> None:
+        self.device, self.dtype, self.max_models = device, dtype, max_models
+        self._models: OrderedDict[str, Components] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, path: str | Path) -> Components:
+        key = str(Path(path).resolve())
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            parts = load_components(key, self.device, self.dtype)
+            self.loads += 1
+            self._models[key] = parts
+            while len(self._models) > self.max_models:
+                self._models.popitem(last=False)
+            return parts

@@ -1,0 +1,1 @@
+"""One module per stage: expand, encode, denoise, decode, score."""

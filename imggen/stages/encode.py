@@ -1,0 +1,40 @@
+"""Stage 2, encode: the text encoder turns a prompt into the embeddings the UNet attends to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from imggen.components import Components
+
+
+@dataclass
+class PromptEmbeddings:
+    """``cond`` for the prompt and ``uncond`` for the negative prompt, each ``[1, tokens, dim]``."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {"cond": self.cond.contiguous(), "uncond": self.uncond.contiguous()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PromptEmbeddings:
+        return cls(cond=tensors["cond"], uncond=tensors["uncond"])
+
+
+@torch.inference_mode()
+def encode_prompt(parts: Components, prompt: str, negative_prompt: str = "") -> PromptEmbeddings:
+    """Encode ``prompt`` and ``negative_prompt`` (truncated to the tokenizer's length)."""
+    # 1. Tokenize both prompts to the encoder's full length, as Stable Diffusion was trained.
+    tokens = parts.tokenizer(
+        [negative_prompt, prompt],
+        padding="max_length",
+        max_length=parts.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    # 2. Encode both in one batch; the last hidden state is what the UNet cross-attends to.
+    hidden = parts.text_encoder(tokens.input_ids.to(parts.device))[0]
+    return PromptEmbeddings(cond=hidden[1:2].to(parts.dtype), uncond=hidden[0:1].to(parts.dtype))

@@ -1,0 +1,195 @@
+"""The producer half of the ``imggen`` CLI: submit, status, wait, cancel, metrics.
+
+``worker.cli`` adds the commands that need the worker side (worker, demo, models, db).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from producer.client import Client, JobHandle
+from producer.errors import ImggenError, InvalidJobSpec, JobNotFound, JobTimeout
+from producer.models import JobStatus
+from producer.spec import parse_size
+
+app = typer.Typer(help="imggen: image generation as background jobs.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+JobId = Annotated[str, typer.Argument(help="The job id that submit printed.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _exit_code(info: dict[str, Any]) -> int:
+    return 0 if info["status"] == JobStatus.SUCCEEDED.value else 1
+
+
+@app.command()
+def submit(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    negative: Annotated[str, typer.Option(help="What to steer away from.")] = "",
+    n: Annotated[int, typer.Option("--n", help="Images to draw (seeds seed, seed+1, …).")] = 1,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the first image; random if unset.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8.")] = "512x512",
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    model: Annotated[
+        str | None, typer.Option(help="Model id; the deployment's default if unset.")
+    ] = None,
+    expand: Annotated[
+        bool,
+        typer.Option("--expand/--no-expand", help="Let the language model rewrite the prompt."),
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --wait: give up after this many seconds.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Submit one job; prints its id (or, with --wait, the finished job)."""
+    fields: dict[str, Any] = {
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "n": n,
+        "steps": steps,
+        "guidance": guidance,
+        "model": model,
+        "expand": expand,
+    }
+    if seed is not None:
+        fields["seed"] = seed
+    try:
+        fields["width"], fields["height"] = parse_size(size)
+        handle = Client().submit(**fields)
+    except InvalidJobSpec as exc:
+        raise _fail(str(exc), code=2) from None
+    if not wait:
+        if as_json:
+            _print_json({"id": handle.id, "status": JobStatus.QUEUED.value})
+        else:
+            out.print(handle.id, highlight=False)
+        return
+    info = _follow(handle, timeout, show_progress=not as_json)
+    _print_json(info) if as_json else _print_summary(info)
+    raise typer.Exit(_exit_code(info))
+
+
+@app.command()
+def status(job_id: JobId, as_json: AsJson = False) -> None:
+    """Show a job: status, stage, progress, stages, images."""
+    info = _info(job_id)
+    _print_json(info) if as_json else _print_summary(info)
+
+
+@app.command("wait")
+def wait_command(
+    job_id: JobId,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Follow a job to its end with a progress display (stage and denoising step)."""
+    _info(job_id)  # a clear error for an unknown id before the display starts
+    info = _follow(Client().job(job_id), timeout, show_progress=not as_json)
+    _print_json(info) if as_json else _print_summary(info)
+    raise typer.Exit(_exit_code(info))
+
+
+@app.command()
+def cancel(job_id: JobId) -> None:
+    """Cancel a job: a queued one never starts, a running one stops at its next step."""
+    try:
+        canceled = Client().cancel(job_id)
+    except JobNotFound as exc:
+        raise _fail(str(exc)) from None
+    out.print("canceled" if canceled else "already ended", highlight=False)
+
+
+@app.command()
+def metrics(job_id: JobId, as_json: AsJson = False) -> None:
+    """The quality metrics of each image of a job."""
+    info = _info(job_id)
+    if as_json:
+        _print_json(
+            [
+                {"index": i["index"], "uri": i["uri"], "metrics": i["metrics"]}
+                for i in info["images"]
+            ]
+        )
+        return
+    table = Table("image", "metric", "value")
+    for image in info["images"]:
+        for name, value in image["metrics"].items():
+            table.add_row(str(image["index"]), name, f"{value:.4g}")
+    out.print(table)
+
+
+def _info(job_id: str) -> dict[str, Any]:
+    try:
+        return Client().view(job_id)
+    except JobNotFound as exc:
+        raise _fail(str(exc)) from None
+
+
+def _follow(handle: JobHandle, timeout: float | None, *, show_progress: bool) -> dict[str, Any]:
+    try:
+        if not show_progress:
+            return handle.wait(timeout=timeout)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err, transient=True) as progress:
+            bar = progress.add_task(f"job {handle.id[:8]}", total=None)
+
+            def show(info: dict[str, Any]) -> None:
+                step = info["progress"]
+                progress.update(
+                    bar,
+                    description=f"job {handle.id[:8]} {info['status']} {info['stage'] or ''}",
+                    completed=step["step"] or 0,
+                    total=step["total"],
+                )
+
+            return handle.wait(timeout=timeout, on_progress=show)
+    except JobTimeout as exc:
+        raise _fail(str(exc)) from None
+    except ImggenError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_summary(info: dict[str, Any]) -> None:
+    out.print(f"[bold]{info['id']}[/bold] {info['status']}  {info['prompt']!r}", highlight=False)
+    if info["expanded_prompt"] and info["expanded_prompt"] != info["prompt"]:
+        out.print(f"  expanded: {info['expanded_prompt']!r}", highlight=False)
+    if info["error"]:
+        out.print(f"  [red]error:[/red] {info['error']}", highlight=False)
+    table = Table("stage", "status", "attempts", "seconds", "error")
+    for stage in info["stages"]:
+        seconds = f"{stage['duration_s']:.3f}" if stage["duration_s"] is not None else ""
+        table.add_row(
+            stage["stage"], stage["status"], str(stage["attempts"]), seconds, stage["error"] or ""
+        )
+    out.print(table)
+    for image in info["images"]:
+        scores = ", ".join(f"{k}={v:.3g}" for k, v in image["metrics"].items())
+        out.print(f"  image {image['index']}: {image['uri']}  {scores}", highlight=False)

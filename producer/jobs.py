@@ -1,0 +1,129 @@
+"""Queries and state changes on jobs. Callers open the session; these functions never commit.
+
+Every move to a terminal state is a conditional UPDATE, so a job ends in exactly one of them
+whatever races (cancel against a finishing stage, two workers on one stage).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload
+
+from producer.errors import JobNotFound
+from producer.models import (
+    ACTIVE,
+    Image,
+    Job,
+    JobStatus,
+    StageRun,
+    StageStatus,
+    utcnow,
+)
+from producer.pipeline import STAGES
+from producer.spec import JobSpec
+
+
+def create_job(session: Session, spec: JobSpec, model: str) -> Job:
+    """Insert a queued job and one row per stage; the first stage is marked queued."""
+    now = utcnow()
+    job = Job(
+        id=uuid.uuid4().hex,
+        status=JobStatus.QUEUED.value,
+        spec=spec.model_dump(mode="json"),
+        model=model,
+        prompt=spec.prompt,
+        seed=spec.seed,
+        created_at=now,
+        updated_at=now,
+    )
+    job.stage_runs = [
+        StageRun(
+            stage=stage,
+            status=(StageStatus.QUEUED if i == 0 else StageStatus.PENDING).value,
+            attempts=0,
+            enqueued_at=now if i == 0 else None,
+        )
+        for i, stage in enumerate(STAGES)
+    ]
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str, *, full: bool = False) -> Job:
+    """The job with ``job_id``; raises JobNotFound. ``full`` also loads stages, images, metrics."""
+    query = select(Job).where(Job.id == job_id)
+    if full:
+        query = query.options(
+            selectinload(Job.stage_runs),
+            selectinload(Job.images).selectinload(Image.metrics),
+        )
+    job = session.scalars(query).one_or_none()
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id!r}")
+    return job
+
+
+def finish_job(session: Session, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+    """Move an active job to a terminal ``status``; False if it already was terminal."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([s.value for s in ACTIVE]))
+        .values(status=status.value, error=error, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def cancel_job(session: Session, job_id: str) -> bool:
+    """Cancel a queued or running job at once; a running stage stops at its next step.
+
+    Returns False when the job had already ended. Raises JobNotFound.
+    """
+    get_job(session, job_id)
+    return finish_job(session, job_id, JobStatus.CANCELED, error="canceled by request")
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The job as plain JSON-able data: what the CLI prints and the client returns."""
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": {"step": job.progress_step, "total": job.progress_total},
+        "model": job.model,
+        "prompt": job.prompt,
+        "expanded_prompt": job.expanded_prompt,
+        "spec": job.spec,
+        "error": job.error,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "stages": [
+            {
+                "stage": run.stage,
+                "status": run.status,
+                "attempts": run.attempts,
+                "duration_s": run.duration_s,
+                "error": run.error,
+                "error_kind": run.error_kind,
+            }
+            for run in job.stage_runs
+        ],
+        "images": [
+            {
+                "index": image.index,
+                "uri": image.uri,
+                "seed": image.seed,
+                "width": image.width,
+                "height": image.height,
+                "discarded": image.discarded,
+                "metrics": {m.name: m.value for m in image.metrics},
+            }
+            for image in job.images
+        ],
+    }

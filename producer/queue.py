@@ -1,0 +1,92 @@
+"""The Celery side that producers and workers share: one configuration, enqueue by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from producer import sqlbroker
+from producer.pipeline import ALL_QUEUES, STAGES, queue_name, task_name
+from producer.settings import Settings
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply imggen's Celery settings; each one closes a known way to lose or repeat work."""
+    time_limit = settings.stage_time_limit_seconds
+    app.conf.update(
+        broker_url=settings.resolved_broker_url,
+        broker_connection_retry_on_startup=True,
+        # JSON only: a pickle message injected into a queue is refused, never unpickled.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # SQL holds every result; Celery's result backend would be a second, weaker copy.
+        task_ignore_result=True,
+        # Ack after the stage finished, and hand the message back when a pool process dies,
+        # so a killed worker loses nothing (the per-stage attempt cap in SQL ends crash loops).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message at a time per process: a slow stage does not hold others hostage.
+        worker_prefetch_multiplier=1,
+        task_time_limit=time_limit,
+        task_soft_time_limit=max(time_limit - 60, time_limit * 0.9),
+        broker_transport_options=_transport_options(settings),
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_queues=[Queue(name) for name in ALL_QUEUES],
+        task_default_queue=queue_name(STAGES[0]),
+        task_routes={task_name(stage): {"queue": queue_name(stage)} for stage in STAGES},
+        worker_hijack_root_logger=False,
+        # The embedded SQL broker has no fanout exchange for remote control (ping, revoke);
+        # imggen cancels through SQL, so nothing is lost without it.
+        worker_enable_remote_control=not _is_sql_broker(settings),
+    )
+
+
+def _is_sql_broker(settings: Settings) -> bool:
+    return settings.resolved_broker_url.startswith(("sqla+", "sqlalchemy+"))
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if _is_sql_broker(settings):
+        sqlbroker.register()
+        # Producers and workers write the same file: wait for its lock instead of failing.
+        return {
+            "polling_interval": settings.broker_polling_interval,
+            "connect_args": {"timeout": 30},
+        }
+    # Redis redelivers an unacked message after visibility_timeout, counted from the fetch, even
+    # while it is still running: keep it above the longest stage.
+    return {
+        "visibility_timeout": int(settings.stage_time_limit_seconds * 2),
+        "polling_interval": settings.broker_polling_interval,
+    }
+
+
+_producer_apps: dict[str, Celery] = {}
+
+
+def producer_app(settings: Settings) -> Celery:
+    """A Celery app used only to send; one per broker URL, so connections are pooled."""
+    key = settings.resolved_broker_url
+    if key not in _producer_apps:
+        app = Celery("imggen-producer", set_as_current=False)
+        configure(app, settings)
+        _producer_apps[key] = app
+    return _producer_apps[key]
+
+
+def enqueue_stage(app: Celery, job_id: str, stage: str, attempt: int = 0) -> None:
+    """Send the message that wakes a worker for ``stage`` of ``job_id``.
+
+    The task id is deterministic per (job, stage, attempt), so a duplicate send is recognisable.
+    """
+    app.send_task(
+        task_name(stage),
+        args=[job_id],
+        queue=queue_name(stage),
+        task_id=f"{job_id}-{stage}-{attempt}",
+        retry=True,
+        retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+    )

@@ -1,0 +1,90 @@
+"""Deployment settings, read from ``IMGGEN_*`` environment variables.
+
+Nothing here connects anywhere: engines and Celery apps are built from these values on first use.
+The defaults are the embedded set-up (SQLite database, Celery over SQLite, local artifacts), so
+one machine runs imggen with nothing to install.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".imggen"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGGEN_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    """Folder for the embedded database, broker and artifacts when their URLs are not set."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///{home}/imggen.db``."""
+
+    broker_url: str | None = None
+    """Celery broker URL; default Celery over SQLite (kombu's SQLAlchemy transport)."""
+
+    artifacts_url: str | None = None
+    """Local folder or fsspec URL (``s3://bucket/prefix``); default ``{home}/artifacts``."""
+
+    model: str | None = None
+    """Model id (a local diffusers folder) used when a job names none; default the tiny model."""
+
+    models_dir: Path | None = None
+    """Where model ids without a path are looked up; default ``{home}/models``."""
+
+    device: str = "auto"
+    """Worker device for the models: ``auto`` (CUDA when present), ``cpu``, ``cuda:1``…"""
+
+    dtype: str = "auto"
+    """Worker precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16``, ``bf16``."""
+
+    stage_max_attempts: int = 5
+    """Attempts per stage before the job fails (a worker killed mid-stage counts as one)."""
+
+    stage_lease_seconds: float = 120.0
+    """How long a running stage holds its lease without a heartbeat before another may take it."""
+
+    stage_time_limit_seconds: float = 1800.0
+    """Hard time limit per stage; the broker's visibility timeout is set above it."""
+
+    broker_polling_interval: float = 0.2
+    """Seconds between polls for brokers that poll (the embedded SQL broker)."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'imggen.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.home / 'broker.db'}"
+
+    @property
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url or str(self.home / "artifacts")
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.home / "models"
+
+    @property
+    def default_model(self) -> str:
+        return self.model or "tiny"
+
+    def model_path(self, model_id: str) -> str:
+        """Where the weights of ``model_id`` live: a path as given, a bare name under models_dir."""
+        if "/" in model_id or model_id.startswith("."):
+            return model_id
+        return str(self.resolved_models_dir / model_id)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,83 @@
+"""The job contract: what a producer may ask for, with limits checked before anything is written.
+
+The same model is read back by the worker (from the job row's JSON), so the rules live once, here.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from producer.errors import InvalidJobSpec
+
+MAX_PROMPT_CHARS = 1000
+MAX_SIDE = 2048
+MIN_SIDE = 16
+MAX_IMAGES = 8
+MAX_STEPS = 150
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 30.0
+
+
+class JobSpec(BaseModel):
+    """One generation request. Image ``i`` of a job is drawn with seed ``seed + i``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    seed: int = Field(default_factory=lambda: secrets.randbelow(MAX_SEED + 1), ge=0, le=MAX_SEED)
+    steps: int = Field(default=25, ge=1, le=MAX_STEPS)
+    width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
+    height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
+    guidance: float = Field(default=7.5, ge=0.0, le=MAX_GUIDANCE)
+    model: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")
+    expand: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        # The VAE downsamples by 8: other sizes would be silently cropped.
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8 (got {value})")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _no_parent_dirs(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return value
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)``; raises InvalidJobSpec naming ``size``."""
+    try:
+        width, height = (int(part) for part in size.lower().split("x"))
+    except ValueError:
+        raise InvalidJobSpec({"size": f"expected WIDTHxHEIGHT, got {size!r}"}) from None
+    return width, height
+
+
+def validate_spec(data: dict[str, Any]) -> JobSpec:
+    """Build a JobSpec from untrusted data; raises InvalidJobSpec naming every bad field."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "spec"
+            message = error["msg"].removeprefix("Value error, ")
+            errors.setdefault(field, message)
+        raise InvalidJobSpec(errors) from None

@@ -1,0 +1,84 @@
+"""The job contract: every limit is enforced with an error that names the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from producer.errors import InvalidJobSpec
+from producer.spec import MAX_IMAGES, MAX_SEED, JobSpec, parse_size, validate_spec
+
+VALID: dict[str, Any] = {
+    "prompt": "a red fox",
+    "n": 2,
+    "seed": 7,
+    "steps": 4,
+    "width": 64,
+    "height": 64,
+}
+
+
+def test_a_valid_spec_keeps_its_values_and_fills_defaults() -> None:
+    spec = validate_spec(VALID)
+    assert (spec.prompt, spec.n, spec.seed, spec.steps, spec.width, spec.height) == (
+        "a red fox",
+        2,
+        7,
+        4,
+        64,
+        64,
+    )
+    assert spec.guidance == 7.5 and spec.negative_prompt == "" and spec.expand is False
+
+
+def test_a_missing_seed_is_drawn_once_and_kept() -> None:
+    spec = validate_spec({"prompt": "a fox"})
+    assert 0 <= spec.seed <= MAX_SEED
+    assert JobSpec.model_validate(spec.model_dump()).seed == spec.seed
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"width": 63}, "width"),
+        ({"height": 8}, "height"),
+        ({"width": 4096}, "width"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 1000}, "steps"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 1001}, "prompt"),
+        ({"n": MAX_IMAGES + 1}, "n"),
+        ({"n": 0}, "n"),
+        ({"seed": -1}, "seed"),
+        ({"seed": MAX_SEED + 1}, "seed"),
+        ({"guidance": -1.0}, "guidance"),
+        ({"model": "../etc"}, "model"),
+        ({"model": "a b"}, "model"),
+        ({"colour": "red"}, "colour"),
+        ({"steps": "many"}, "steps"),
+    ],
+)
+def test_bad_fields_are_rejected_by_name(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidJobSpec) as caught:
+        validate_spec(VALID | change)
+    assert list(caught.value.errors) == [field]
+    assert field in str(caught.value)
+
+
+def test_several_bad_fields_are_all_named() -> None:
+    with pytest.raises(InvalidJobSpec) as caught:
+        validate_spec(VALID | {"width": 63, "steps": 0})
+    assert set(caught.value.errors) == {"width", "steps"}
+
+
+def test_width_error_says_why() -> None:
+    with pytest.raises(InvalidJobSpec, match="width: must be a multiple of 8"):
+        validate_spec(VALID | {"width": 63})
+
+
+def test_parse_size() -> None:
+    assert parse_size("640x480") == (640, 480)
+    with pytest.raises(InvalidJobSpec, match="size"):
+        parse_size("640by480")

@@ -1,0 +1,241 @@
+"""Jobs through real Celery worker processes, on the embedded default and on Redis + PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, inspect, select, text
+
+from migrations import upgrade
+from producer.client import Client
+from producer.db import session_scope
+from producer.errors import InvalidJobSpec, JobFailed
+from producer.models import Image, Job, Metric
+from producer.pipeline import ALL_QUEUES
+from producer.settings import Settings
+from tests.conftest import RedisServer, postgres_database
+from worker.process import start_worker, stop_worker
+
+pytestmark = pytest.mark.slow
+WAIT_S = 180.0
+SMALL: dict[str, Any] = {"n": 2, "seed": 7, "steps": 4, "width": 64, "height": 64}
+
+
+@dataclass
+class Deployment:
+    name: str
+    settings: Settings
+    env: dict[str, str]
+
+    @property
+    def client(self) -> Client:
+        return Client(self.settings)
+
+    def queued_messages(self) -> int:
+        """Messages waiting in any stage queue of the broker."""
+        url = self.settings.resolved_broker_url
+        if url.startswith("redis://"):
+            import redis
+
+            connection = redis.Redis.from_url(url)
+            return sum(int(connection.llen(queue)) for queue in ALL_QUEUES)
+        engine = create_engine(url.removeprefix("sqla+"))
+        try:
+            if "kombu_message" not in inspect(engine).get_table_names():
+                return 0
+            with engine.connect() as connection:
+                return int(
+                    connection.execute(
+                        text("SELECT count(*) FROM kombu_message WHERE visible")
+                    ).scalar_one()
+                )
+        finally:
+            engine.dispose()
+
+
+def _deployment(
+    name: str, home: Path, model: Path, database_url: str, broker_url: str
+) -> Deployment:
+    values = {
+        "home": str(home),
+        "database_url": database_url,
+        "broker_url": broker_url,
+        "artifacts_url": str(home / "artifacts"),
+        "model": str(model),
+        "broker_polling_interval": "0.05",
+    }
+    env = dict(os.environ) | {f"IMGGEN_{k.upper()}": v for k, v in values.items()}
+    return Deployment(name, Settings.model_validate(values), env)
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis+postgresql"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> Iterator[Deployment]:
+    home = tmp_path_factory.mktemp(request.param.replace("+", "-"))
+    if request.param == "embedded":
+        dep = _deployment(
+            request.param,
+            home,
+            tiny_model_dir,
+            f"sqlite:///{home / 'imggen.db'}",
+            f"sqla+sqlite:///{home / 'broker.db'}",
+        )
+        yield from _with_worker(dep)
+        return
+    redis_server: RedisServer = request.getfixturevalue("redis_server")
+    with postgres_database() as database_url:
+        yield from _with_worker(
+            _deployment(request.param, home, tiny_model_dir, database_url, redis_server.url)
+        )
+
+
+def _with_worker(dep: Deployment) -> Iterator[Deployment]:
+    upgrade(dep.settings.resolved_database_url)
+    process = start_worker(env=dep.env, loglevel="WARNING", hostname=f"test-{dep.name}@%h")
+    try:
+        yield dep
+    finally:
+        stop_worker(process)
+
+
+def test_a_job_runs_every_stage_and_persists_images_and_metrics(deployment: Deployment) -> None:
+    handle = deployment.client.submit("a red fox", **SMALL)
+    info = handle.wait(timeout=WAIT_S)
+
+    assert info["status"] == "succeeded", info
+    assert [(s["stage"], s["status"], s["attempts"]) for s in info["stages"]] == [
+        (stage, "succeeded", 1) for stage in ("expand", "encode", "denoise", "decode", "score")
+    ]
+    assert info["expanded_prompt"] == "a red fox"
+    assert [image["seed"] for image in info["images"]] == [7, 8]
+    for image in info["images"]:
+        assert Path(image["uri"]).read_bytes().startswith(b"\x89PNG")
+        assert set(image["metrics"]) == {"sharpness", "contrast", "colorfulness", "entropy"}
+    assert handle.result()["id"] == handle.id
+    with session_scope(deployment.settings.resolved_database_url) as session:
+        assert (
+            session.scalar(select(func.count()).select_from(Image).where(Image.job_id == handle.id))
+            == 2
+        )
+        metric_rows = (
+            select(func.count()).select_from(Metric).join(Image).where(Image.job_id == handle.id)
+        )
+        assert session.scalar(metric_rows) == 8
+
+
+def test_the_same_spec_draws_the_same_images(deployment: Deployment) -> None:
+    first = deployment.client.submit("a lighthouse", **SMALL)
+    second = deployment.client.submit("a lighthouse", **SMALL)
+    images = [
+        [Path(i["uri"]).read_bytes() for i in handle.wait(timeout=WAIT_S)["images"]]
+        for handle in (first, second)
+    ]
+    assert images[0] == images[1]
+    assert images[0][0] != images[0][1]  # seeds 7 and 8
+
+
+def test_a_bad_spec_writes_nothing_and_sends_nothing(deployment: Deployment) -> None:
+    with session_scope(deployment.settings.resolved_database_url) as session:
+        jobs_before = session.scalar(select(func.count()).select_from(Job))
+    for bad in ({"width": 63}, {"steps": 0}, {"n": 100}, {"prompt": ""}):
+        fields = SMALL | {"prompt": "a fox"} | bad
+        with pytest.raises(InvalidJobSpec) as caught:
+            deployment.client.submit(**fields)
+        assert set(caught.value.errors) == set(bad)
+    with session_scope(deployment.settings.resolved_database_url) as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == jobs_before
+    assert deployment.queued_messages() == 0
+
+
+def test_a_job_naming_a_missing_model_fails_at_once_with_the_reason(deployment: Deployment) -> None:
+    handle = deployment.client.submit("a fox", **SMALL, model="no-such-model")
+    info = handle.wait(timeout=WAIT_S)
+    assert info["status"] == "failed"
+    encode = next(s for s in info["stages"] if s["stage"] == "encode")
+    assert (encode["status"], encode["attempts"], encode["error_kind"]) == ("failed", 1, "invalid")
+    assert "no-such-model" in info["error"]
+    with pytest.raises(JobFailed, match="failed"):
+        handle.result()
+
+
+def test_cancel_stops_a_running_job_and_a_queued_one_never_starts(deployment: Deployment) -> None:
+    client = deployment.client
+    running = client.submit("a long one", n=8, seed=1, steps=150, width=256, height=256)
+    queued = client.submit("behind it", **SMALL)
+
+    def in_denoise(info: dict[str, Any]) -> None:
+        if info["stage"] == "denoise" and (info["progress"]["step"] or 0) >= 2:
+            raise _Ready
+
+    with pytest.raises(_Ready):
+        running.wait(timeout=WAIT_S, poll_interval=0.05, on_progress=in_denoise)
+    assert queued.cancel() and running.cancel()
+    assert not running.cancel()  # a second cancel finds it ended
+
+    after = running.wait(timeout=WAIT_S)
+    assert after["status"] == "canceled" and after["images"] == []
+    denoise = next(s for s in after["stages"] if s["stage"] == "denoise")
+    assert denoise["status"] != "succeeded"
+    # The next job in line runs, so the worker has moved past the canceled ones.
+    assert client.submit("after", **SMALL).wait(timeout=WAIT_S)["status"] == "succeeded"
+    never = queued.info()
+    assert never["status"] == "canceled"
+    assert all(stage["attempts"] == 0 for stage in never["stages"])
+
+
+class _Ready(Exception):
+    pass
+
+
+def test_cli_submit_wait_status_cancel(deployment: Deployment) -> None:
+    imggen = [sys.executable, "-m", "worker.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*imggen, *args], env=deployment.env, capture_output=True, text=True, timeout=WAIT_S
+        )
+
+    done = run(
+        "submit",
+        "a red fox",
+        "--n",
+        "2",
+        "--seed",
+        "7",
+        "--steps",
+        "4",
+        "--size",
+        "64x64",
+        "--wait",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded" and job["id"]
+    assert len(job["images"]) == 2
+    assert all({"uri", "metrics"} <= set(image) for image in job["images"])
+    assert all(image["metrics"]["entropy"] > 0 for image in job["images"])
+
+    queued = run("submit", "a blue fox", "--steps", "4", "--size", "64x64")
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.strip()
+    assert len(job_id) == 32
+    waited = run("wait", job_id, "--json", "--timeout", str(WAIT_S))
+    assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded"
+    status = run("status", job_id)
+    assert status.returncode == 0 and "succeeded" in status.stdout
+    assert "already ended" in run("cancel", job_id).stdout
+
+    bad = run("submit", "a fox", "--size", "63x64")
+    assert bad.returncode == 2 and "width" in bad.stderr
+    unknown = run("status", "0" * 32)
+    assert unknown.returncode == 1 and "no job" in unknown.stderr

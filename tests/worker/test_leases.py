@@ -1,0 +1,149 @@
+"""Claims, leases and fenced commits, against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from migrations import upgrade
+from producer.db import session_scope
+from producer.jobs import cancel_job, create_job, get_job
+from producer.models import Image, Job, StageRun, utcnow
+from producer.spec import validate_spec
+from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
+
+LEASE = dict(lease_seconds=60.0, max_attempts=3)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url = (
+        f"sqlite:///{tmp_path / 'leases.db'}"
+        if request.param == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    upgrade(url)
+    return url
+
+
+def _new_job(db: str) -> str:
+    with session_scope(db) as session:
+        return create_job(session, validate_spec({"prompt": "a fox", "n": 2, "seed": 1}), "tiny").id
+
+
+def _stage(db: str, job_id: str, stage: str) -> StageRun:
+    with session_scope(db) as session:
+        return session.scalars(
+            select(StageRun).where(StageRun.job_id == job_id, StageRun.stage == stage)
+        ).one()
+
+
+def test_a_claimed_stage_cannot_be_claimed_again_while_its_lease_lives(db: str) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        first = claim_stage(session, job_id, "expand", **LEASE)
+    with session_scope(db) as session:
+        second = claim_stage(session, job_id, "expand", **LEASE)
+    assert first.outcome is ClaimOutcome.CLAIMED and first.attempt == 1
+    assert second.outcome is ClaimOutcome.BUSY and 0 < second.retry_in <= 61
+    with session_scope(db) as session:
+        assert get_job(session, job_id).status == "running"
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(db: str) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        old = claim_stage(session, job_id, "expand", **LEASE)
+        session.execute(
+            update(StageRun)
+            .where(StageRun.job_id == job_id, StageRun.stage == "expand")
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    with session_scope(db) as session:
+        new = claim_stage(session, job_id, "expand", **LEASE)
+    assert new.outcome is ClaimOutcome.CLAIMED and new.attempt == 2
+    assert old.token is not None and new.token is not None
+    with session_scope(db) as session:
+        assert not renew_lease(session, job_id, "expand", old.token, 60.0)
+        assert commit_stage(session, job_id, "expand", old.token, {"prompt": "old"}) is None
+    with session_scope(db) as session:
+        assert commit_stage(session, job_id, "expand", new.token, {"prompt": "new"}) == "encode"
+    assert _stage(db, job_id, "expand").output == {"prompt": "new"}
+    assert _stage(db, job_id, "encode").status == "queued"
+
+
+def test_a_duplicate_message_for_a_finished_stage_does_nothing(db: str) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        claim = claim_stage(session, job_id, "expand", **LEASE)
+    with session_scope(db) as session:
+        assert claim.token is not None
+        commit_stage(session, job_id, "expand", claim.token, {"prompt": "a fox"})
+    with session_scope(db) as session:
+        assert claim_stage(session, job_id, "expand", **LEASE).outcome is ClaimOutcome.DONE
+        assert claim_stage(session, job_id, "denoise", **LEASE).outcome is ClaimOutcome.NOT_READY
+
+
+def test_attempts_are_capped_and_the_job_fails_with_the_last_error(db: str) -> None:
+    job_id = _new_job(db)
+    for _ in range(LEASE["max_attempts"]):
+        with session_scope(db) as session:
+            claim = claim_stage(session, job_id, "expand", **LEASE)
+        assert claim.outcome is ClaimOutcome.CLAIMED and claim.token is not None
+        with session_scope(db) as session:
+            record_failure(session, job_id, "expand", claim.token, "transient", "boom", final=False)
+    with session_scope(db) as session:
+        assert claim_stage(session, job_id, "expand", **LEASE).outcome is ClaimOutcome.EXHAUSTED
+    with session_scope(db) as session:
+        job = get_job(session, job_id)
+        assert job.status == "failed"
+        assert job.error is not None and "3 attempts" in job.error and "boom" in job.error
+
+
+def test_cancel_wins_over_a_running_stage(db: str) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        claim = claim_stage(session, job_id, "expand", **LEASE)
+    with session_scope(db) as session:
+        assert cancel_job(session, job_id)
+        assert not cancel_job(session, job_id)  # already ended: one terminal state
+    assert claim.token is not None
+    with session_scope(db) as session:
+        assert not renew_lease(session, job_id, "expand", claim.token, 60.0)
+        assert commit_stage(session, job_id, "expand", claim.token, {"prompt": "x"}) is None
+    with session_scope(db) as session:
+        assert claim_stage(session, job_id, "expand", **LEASE).outcome is ClaimOutcome.ENDED
+        assert get_job(session, job_id).status == "canceled"
+
+
+def test_the_last_stage_succeeds_the_job_and_rows_are_unique(db: str) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        session.execute(update(StageRun).where(StageRun.job_id == job_id).values(status="queued"))
+
+    def add_images(session: object, job: Job) -> None:
+        for index in range(2):
+            session.add(
+                Image(
+                    job_id=job.id, index=index, uri=f"/x/{index}.png", width=8, height=8, seed=index
+                )
+            )  # type: ignore[attr-defined]
+
+    for stage in ("expand", "encode", "denoise", "decode", "score"):
+        with session_scope(db) as session:
+            claim = claim_stage(session, job_id, stage, **LEASE)
+        assert claim.token is not None
+        with session_scope(db) as session:
+            commit_stage(
+                session, job_id, stage, claim.token, {}, add_images if stage == "decode" else None
+            )
+    with session_scope(db) as session:
+        job = get_job(session, job_id)
+        assert job.status == "succeeded" and job.finished_at is not None
+        assert (
+            session.scalar(select(func.count()).select_from(Image).where(Image.job_id == job_id))
+            == 2
+        )

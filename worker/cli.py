@@ -1,0 +1,98 @@
+"""The whole ``imggen`` CLI: the producer commands plus worker, demo, models and db.
+
+This is the composition root. Heavy imports (torch, Celery's worker) happen inside the commands,
+so ``imggen submit`` works on a producer-only install.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from producer.cli import app, out
+from producer.pipeline import ALL_QUEUES
+from producer.settings import get_settings
+from worker.process import worker_argv
+
+models_app = typer.Typer(help="Model folders.", no_args_is_help=True)
+db_app = typer.Typer(help="The SQL schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = ",".join(
+        ALL_QUEUES
+    ),
+    concurrency: Annotated[int, typer.Option(help="Worker processes (one model copy each).")] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
+) -> None:
+    """Start a Celery worker that runs the pipeline stages (all stage queues by default)."""
+    argv = worker_argv(queues.split(","), concurrency, pool, loglevel, hostname)
+    # Replace this process: signals (SIGTERM for a warm shutdown) go straight to Celery.
+    os.execv(sys.executable, argv)
+
+
+@models_app.command("make-tiny")
+def make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a tiny Stable-Diffusion-shaped model with random weights (for tests and demos)."""
+    from imggen.tiny import make_tiny as build
+
+    out.print(f"tiny model written to {build(directory, seed=seed)}", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the migrations up to ``revision`` (default: the newest)."""
+    from migrations import upgrade
+
+    upgrade(get_settings().resolved_database_url, revision)
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target, e.g. -1 or base.")]) -> None:
+    """Revert the migrations down to ``revision``."""
+    from migrations import downgrade
+
+    downgrade(get_settings().resolved_database_url, revision)
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("--out", help="Folder for the images and summary.")
+    ] = Path("imggen-demo"),
+    prompts: Annotated[
+        Path | None, typer.Option(help="A text or TSV file of prompts (first column).")
+    ] = None,
+    count: Annotated[int, typer.Option(help="How many prompts to run.")] = 4,
+    n: Annotated[int, typer.Option("--n", help="Images per prompt.")] = 2,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "64x64",
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+) -> None:
+    """Run a handful of jobs end to end on the embedded default, with a worker it starts itself."""
+    from worker.demo import run_demo
+
+    summary = run_demo(
+        output, prompts_file=prompts, count=count, n=n, steps=steps, size=size, timeout=timeout
+    )
+    raise typer.Exit(0 if all(job["status"] == "succeeded" for job in summary["jobs"]) else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

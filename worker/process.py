@@ -1,0 +1,63 @@
+"""Starting Celery worker processes: one command line for the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+from producer.pipeline import ALL_QUEUES
+
+
+def worker_argv(
+    queues: Sequence[str] = ALL_QUEUES,
+    concurrency: int = 1,
+    pool: str = "prefork",
+    loglevel: str = "INFO",
+    hostname: str | None = None,
+) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        # Gossip, mingle and heartbeats broadcast between workers; the embedded SQL broker has
+        # no fanout exchange, and imggen needs none of them (SQL coordinates the work).
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    return argv
+
+
+def start_worker(
+    env: Mapping[str, str] | None = None, **options: object
+) -> subprocess.Popen[bytes]:
+    """Start a worker in its own process group, so stopping it also stops its pool."""
+    return subprocess.Popen(
+        worker_argv(**options),  # type: ignore[arg-type]
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+    )
+
+
+def stop_worker(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Warm shutdown (SIGTERM: finish or hand back the current stage), then SIGKILL if stuck."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -1,0 +1,56 @@
+"""What one worker process keeps between tasks: settings, the artifact store, resident models.
+
+Built lazily on the first task, never at import or in ``worker_process_init`` (whose handlers
+Celery kills after 4 s, and CUDA must not be initialised before the pool forks).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from producer.artifacts import ArtifactStore
+from producer.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from imggen import Components, ModelCache
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: ArtifactStore
+    _models: ModelCache | None = field(default=None, repr=False)
+
+    def components(self, model_id: str) -> Components:
+        """The resident model for ``model_id``, loaded on first use."""
+        if self._models is None:
+            from imggen import ModelCache
+
+            self._models = ModelCache(self.settings.device, self.settings.dtype)
+        return self._models.get(self.settings.model_path(model_id))
+
+    def save_tensors(self, key: str, tensors: dict[str, torch.Tensor]) -> str:
+        from safetensors.torch import save
+
+        return self.store.put(
+            key, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        )
+
+    def load_tensors(self, uri: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load
+
+        return load(self.store.get(uri))
+
+    def load_image_bytes(self, uri: str) -> io.BytesIO:
+        return io.BytesIO(self.store.get(uri))
+
+
+@lru_cache(maxsize=1)
+def get_runtime() -> Runtime:
+    settings = get_settings()
+    return Runtime(settings=settings, store=ArtifactStore(settings.resolved_artifacts_url))
