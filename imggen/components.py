@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diffusers
 import torch
@@ -19,6 +20,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from imggen.errors import InvalidInput, ModelNotFound
+
+T = TypeVar("T")
 
 # Only these scheduler classes may be named by a model folder's scheduler_config.json.
 _SCHEDULERS = {
@@ -133,24 +136,27 @@ def _load_scheduler(root: Path) -> SchedulerMixin:
 class ModelCache:
     """Models resident in one process, least recently used evicted past ``max_models``.
 
-    Loading takes seconds to minutes, so a worker loads each model once, on first use.
+    Loading takes seconds to minutes, so a worker loads each model once, on first use. Any kind
+    of model can be kept: ``get`` takes the loader to call on a miss.
     """
 
-    def __init__(self, device: str = "auto", dtype: str = "auto", max_models: int = 2) -> None:
+    def __init__(self, device: str = "auto", dtype: str = "auto", max_models: int = 4) -> None:
         self.device, self.dtype, self.max_models = device, dtype, max_models
-        self._models: OrderedDict[str, Components] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
 
-    def get(self, path: str | Path) -> Components:
-        key = str(Path(path).resolve())
+    def get(self, path: str | Path, loader: Callable[..., T] | None = None) -> T:
+        """The model at ``path`` as ``loader(path, device, dtype)`` returns it (default: SD)."""
+        load: Callable[..., Any] = loader or load_components
+        key = (getattr(load, "__qualname__", repr(load)), str(Path(path).resolve()))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            parts = load_components(key, self.device, self.dtype)
+            model = load(key[1], self.device, self.dtype)
             self.loads += 1
-            self._models[key] = parts
+            self._models[key] = model
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)
-            return parts
+            return model

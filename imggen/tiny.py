@@ -1,8 +1,10 @@
-"""A tiny Stable-Diffusion-shaped model with random weights, built locally.
+"""Tiny models with random weights, built locally: diffusion, expander, captioner, CLIP.
 
-It has every part a real model has (CLIP tokenizer and text encoder, UNet, VAE, scheduler) and is
-saved as an ordinary diffusers folder in safetensors, so it loads through the same path as any
-Stable Diffusion model. It draws noise: it exists to exercise the machinery, not to make art.
+The diffusion model has every part a real one has (CLIP tokenizer and text encoder, UNet, VAE,
+scheduler) and is saved as an ordinary diffusers folder in safetensors, so it loads through the
+same path as any Stable Diffusion model. The others have the shapes of a GPT-2 prompt expander,
+a ViT/GPT-2 captioner and CLIP. They draw and write noise: they exist to exercise the machinery,
+not to make art.
 """
 
 from __future__ import annotations
@@ -10,10 +12,26 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Tokenizer,
+    VisionEncoderDecoderConfig,
+    VisionEncoderDecoderModel,
+    ViTConfig,
+    ViTImageProcessor,
+)
 
 MAX_TOKENS = 77
 
@@ -105,3 +123,112 @@ def make_tiny(directory: str | Path, seed: int = 0) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     make_tiny_pipeline(seed).save_pretrained(target, safe_serialization=True)
     return target
+
+
+def make_byte_tokenizer(workdir: Path) -> GPT2Tokenizer:
+    """A GPT-2 tokenizer whose vocabulary is the 256 byte stand-ins and an end-of-text token."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {char: i for i, char in enumerate(bytes_to_unicode().values())}
+    vocab["<|endoftext|>"] = len(vocab)
+    (workdir / "vocab.json").write_text(json.dumps(vocab))
+    (workdir / "merges.txt").write_text("#version: 0.2\n")
+    return GPT2Tokenizer(str(workdir / "vocab.json"), str(workdir / "merges.txt"))
+
+
+def _gpt2_config(vocab_size: int, eos: int, **extra: Any) -> GPT2Config:
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        **extra,
+    )
+
+
+def make_tiny_expander(directory: str | Path, seed: int = 0) -> Path:
+    """A tiny GPT-2-shaped prompt expander with random weights (safetensors)."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_byte_tokenizer(Path(tmp))
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(_gpt2_config(len(tokenizer), tokenizer.eos_token_id))
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def make_tiny_captioner(directory: str | Path, seed: int = 0) -> Path:
+    """A tiny ViT-encoder / GPT-2-decoder captioner with random weights (safetensors)."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_byte_tokenizer(Path(tmp))
+    eos = tokenizer.eos_token_id
+    encoder = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    decoder = _gpt2_config(len(tokenizer), eos, add_cross_attention=True, is_decoder=True)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = config.pad_token_id = eos
+    torch.manual_seed(seed)
+    model = VisionEncoderDecoderModel(config)
+    model.generation_config.decoder_start_token_id = eos
+    model.generation_config.pad_token_id = eos
+    model.generation_config.eos_token_id = eos
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(target)
+    return target
+
+
+def make_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
+    """A tiny CLIP model and processor with random weights (safetensors)."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp))
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": MAX_TOKENS,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+    }
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.save_pretrained(target, safe_serialization=True)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(target)
+    return target
+
+
+TINY_KINDS = {
+    "diffusion": make_tiny,
+    "expander": make_tiny_expander,
+    "captioner": make_tiny_captioner,
+    "clip": make_tiny_clip,
+}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -42,7 +43,9 @@ def _exit_code(info: dict[str, Any]) -> int:
 
 @app.command()
 def submit(
-    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="What to draw (may be left out with --image).")
+    ] = None,
     negative: Annotated[str, typer.Option(help="What to steer away from.")] = "",
     n: Annotated[int, typer.Option("--n", help="Images to draw (seeds seed, seed+1, …).")] = 1,
     seed: Annotated[
@@ -58,6 +61,18 @@ def submit(
         bool,
         typer.Option("--expand/--no-expand", help="Let the language model rewrite the prompt."),
     ] = False,
+    image: Annotated[
+        Path | None, typer.Option(help="Input image (PNG, JPEG, WebP): image-to-image.")
+    ] = None,
+    strength: Annotated[
+        float, typer.Option(help="Image-to-image: how far to move from the input, (0, 1].")
+    ] = 0.75,
+    keep_best: Annotated[
+        int | None, typer.Option(help="Keep only the best K of the --n images.")
+    ] = None,
+    by: Annotated[
+        str, typer.Option("--by", help="The metric --keep-best ranks by.")
+    ] = "clip_score",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[
         float | None, typer.Option(help="With --wait: give up after this many seconds.")
@@ -73,12 +88,16 @@ def submit(
         "guidance": guidance,
         "model": model,
         "expand": expand,
+        "keep_best": keep_best,
+        "rank_by": by,
     }
+    if image is not None:
+        fields["strength"] = strength
     if seed is not None:
         fields["seed"] = seed
     try:
         fields["width"], fields["height"] = parse_size(size)
-        handle = Client().submit(**fields)
+        handle = Client().submit(image=image, **fields)
     except InvalidJobSpec as exc:
         raise _fail(str(exc), code=2) from None
     if not wait:
@@ -126,19 +145,25 @@ def cancel(job_id: JobId) -> None:
 def metrics(job_id: JobId, as_json: AsJson = False) -> None:
     """The quality metrics of each image of a job."""
     info = _info(job_id)
+    notes = _notes(info)
     if as_json:
-        _print_json(
-            [
-                {"index": i["index"], "uri": i["uri"], "metrics": i["metrics"]}
-                for i in info["images"]
-            ]
-        )
+        keys = ("index", "uri", "discarded", "metrics")
+        images = [{key: image[key] for key in keys} for image in info["images"]]
+        _print_json({"id": info["id"], "images": images, "notes": notes})
         return
-    table = Table("image", "metric", "value")
+    names = sorted({name for image in info["images"] for name in image["metrics"]})
+    table = Table("image", "kept", *names)
     for image in info["images"]:
-        for name, value in image["metrics"].items():
-            table.add_row(str(image["index"]), name, f"{value:.4g}")
+        values = [f"{image['metrics'][n]:.4g}" if n in image["metrics"] else "" for n in names]
+        table.add_row(str(image["index"]), "no" if image["discarded"] else "yes", *values)
     out.print(table)
+    for note in notes:
+        out.print(f"note: {note}", highlight=False)
+
+
+def _notes(info: dict[str, Any]) -> list[str]:
+    """What the stages skipped, and why (a metric whose model is not configured, …)."""
+    return [note for stage in info["stages"] for note in stage["notes"]]
 
 
 def _info(job_id: str) -> dict[str, Any]:
@@ -178,11 +203,17 @@ def _follow(handle: JobHandle, timeout: float | None, *, show_progress: bool) ->
 
 
 def _print_summary(info: dict[str, Any]) -> None:
-    out.print(f"[bold]{info['id']}[/bold] {info['status']}  {info['prompt']!r}", highlight=False)
-    if info["expanded_prompt"] and info["expanded_prompt"] != info["prompt"]:
-        out.print(f"  expanded: {info['expanded_prompt']!r}", highlight=False)
-    if info["error"]:
-        out.print(f"  [red]error:[/red] {info['error']}", highlight=False)
+    out.print(f"[bold]{info['id']}[/bold] {info['status']}", highlight=False)
+    lines = {
+        "prompt": info["prompt"],
+        "input image": info["input_image"],
+        "caption": info["caption"],
+        "expanded": info["expanded_prompt"],
+        "error": info["error"],
+    }
+    for label, value in lines.items():
+        if value:
+            out.print(f"  {label}: {value}", highlight=False)
     table = Table("stage", "status", "attempts", "seconds", "error")
     for stage in info["stages"]:
         seconds = f"{stage['duration_s']:.3f}" if stage["duration_s"] is not None else ""
@@ -190,6 +221,9 @@ def _print_summary(info: dict[str, Any]) -> None:
             stage["stage"], stage["status"], str(stage["attempts"]), seconds, stage["error"] or ""
         )
     out.print(table)
+    for note in _notes(info):
+        out.print(f"  note: {note}", highlight=False)
     for image in info["images"]:
         scores = ", ".join(f"{k}={v:.3g}" for k, v in image["metrics"].items())
-        out.print(f"  image {image['index']}: {image['uri']}  {scores}", highlight=False)
+        discarded = " (discarded)" if image["discarded"] else ""
+        out.print(f"  image {image['index']}{discarded}: {image['uri']}  {scores}", highlight=False)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from producer.artifacts import ArtifactStore, job_key
 from producer.db import session_scope
-from producer.errors import JobFailed, JobNotFinished, JobTimeout
-from producer.jobs import cancel_job, create_job, get_job, job_view
+from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
+from producer.images import InputImage, validate_input_image
+from producer.jobs import cancel_job, create_job, get_job, job_view, new_job_id
 from producer.models import TERMINAL, JobStatus
 from producer.pipeline import STAGES
 from producer.queue import enqueue_stage, producer_app
@@ -30,23 +33,47 @@ class Client:
         self.settings = settings or get_settings()
         self._db_url = self.settings.resolved_database_url
 
-    def submit(self, prompt: str | None = None, **fields: Any) -> JobHandle:
+    def submit(
+        self, prompt: str | None = None, *, image: bytes | str | Path | None = None, **fields: Any
+    ) -> JobHandle:
         """Validate, record and enqueue one job.
 
-        Raises InvalidJobSpec (naming each bad field) before anything is written or sent.
+        ``image`` (bytes or a file path) makes it an image-to-image job; its prompt may then be
+        left out (the image is captioned). Raises InvalidJobSpec, naming each bad field, before
+        anything is written, stored or sent.
         """
         if prompt is not None:
             fields["prompt"] = prompt
-        return self.submit_spec(validate_spec(fields))
+        fields["has_input_image"] = image is not None
+        spec = validate_spec(fields)
+        if image is None:
+            return self.submit_spec(spec)
+        data = image if isinstance(image, bytes) else _read_image_file(image)
+        checked = validate_input_image(
+            data,
+            max_bytes=self.settings.max_input_image_bytes,
+            max_pixels=self.settings.max_input_image_pixels,
+        )
+        return self.submit_spec(spec, checked)
 
-    def submit_spec(self, spec: JobSpec) -> JobHandle:
-        """Record and enqueue an already validated spec."""
+    def submit_spec(self, spec: JobSpec, image: InputImage | None = None) -> JobHandle:
+        """Record and enqueue an already validated spec (and its validated input image)."""
         model = spec.model or self.settings.default_model
+        job_id = new_job_id()
+        image_uri = None
+        if image is not None:
+            # The name comes from the job id, never from the user.
+            key = job_key(job_id, f"input.{image.format}")
+            image_uri = self.store.put(key, image.data)
         with session_scope(self._db_url) as session:
-            job_id = create_job(session, spec, model).id
+            create_job(session, spec, model, job_id=job_id, input_image_uri=image_uri)
         # Only after the commit: a worker must find the row the message points at.
         enqueue_stage(producer_app(self.settings), job_id, STAGES[0])
         return JobHandle(self, job_id)
+
+    @property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.settings.resolved_artifacts_url)
 
     def job(self, job_id: str) -> JobHandle:
         """A handle on an existing job (checked lazily: its methods raise JobNotFound)."""
@@ -59,6 +86,13 @@ class Client:
     def cancel(self, job_id: str) -> bool:
         with session_scope(self._db_url) as session:
             return cancel_job(session, job_id)
+
+
+def _read_image_file(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidJobSpec({"image": f"cannot read {path}: {exc.strerror}"}) from None
 
 
 class JobHandle:

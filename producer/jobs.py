@@ -26,11 +26,23 @@ from producer.pipeline import STAGES
 from producer.spec import JobSpec
 
 
-def create_job(session: Session, spec: JobSpec, model: str) -> Job:
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create_job(
+    session: Session,
+    spec: JobSpec,
+    model: str,
+    *,
+    job_id: str | None = None,
+    input_image_uri: str | None = None,
+) -> Job:
     """Insert a queued job and one row per stage; the first stage is marked queued."""
     now = utcnow()
     job = Job(
-        id=uuid.uuid4().hex,
+        id=job_id or new_job_id(),
+        input_image_uri=input_image_uri,
         status=JobStatus.QUEUED.value,
         spec=spec.model_dump(mode="json"),
         model=model,
@@ -98,6 +110,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "model": job.model,
         "prompt": job.prompt,
         "expanded_prompt": job.expanded_prompt,
+        "caption": job.caption,
+        "input_image": job.input_image_uri,
         "spec": job.spec,
         "error": job.error,
         "created_at": job.created_at.isoformat(),
@@ -111,6 +125,7 @@ def job_view(job: Job) -> dict[str, Any]:
                 "duration_s": run.duration_s,
                 "error": run.error,
                 "error_kind": run.error_kind,
+                "notes": (run.output or {}).get("notes", []),
             }
             for run in job.stage_runs
         ],

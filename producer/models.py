@@ -78,8 +78,10 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]]
     model: Mapped[str] = mapped_column(String(200))
-    prompt: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str | None] = mapped_column(Text)  # None: caption the input image
     expanded_prompt: Mapped[str | None] = mapped_column(Text)
+    caption: Mapped[str | None] = mapped_column(Text)
+    input_image_uri: Mapped[str | None] = mapped_column(Text)
     seed: Mapped[int] = mapped_column(BigInteger)
     stage: Mapped[str | None] = mapped_column(String(16))
     progress_step: Mapped[int | None] = mapped_column(Integer)

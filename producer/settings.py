@@ -39,6 +39,27 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     """Where model ids without a path are looked up; default ``{home}/models``."""
 
+    expand_model: str | None = None
+    """Causal language model folder for the expand stage; unset: prompts pass through."""
+
+    expand_max_new_tokens: int = 24
+    """Most tokens the expander may add to a prompt."""
+
+    expand_words_file: Path | None = None
+    """A file of allowed words (one a line): the expander may add only these (style words)."""
+
+    caption_model: str | None = None
+    """Image-to-text model folder that captions input images of jobs without a prompt."""
+
+    clip_model: str | None = None
+    """CLIP model folder for the ``clip_score`` metric; unset: the metric is skipped."""
+
+    max_input_image_bytes: int = 20 * 1024 * 1024
+    """Largest input image file accepted for image-to-image."""
+
+    max_input_image_pixels: int = 4096 * 4096
+    """Most pixels (width x height) an input image may declare; more is a decompression bomb."""
+
     device: str = "auto"
     """Worker device for the models: ``auto`` (CUDA when present), ``cpu``, ``cuda:1``…"""
 
@@ -76,6 +97,12 @@ class Settings(BaseSettings):
     @property
     def default_model(self) -> str:
         return self.model or "tiny"
+
+    def expand_words(self) -> list[str] | None:
+        if self.expand_words_file is None:
+            return None
+        lines = self.expand_words_file.read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip()]
 
     def model_path(self, model_id: str) -> str:
         """Where the weights of ``model_id`` live: a path as given, a bare name under models_dir."""

@@ -8,7 +8,14 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from producer.errors import InvalidJobSpec
 
@@ -21,12 +28,22 @@ MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 
 
+RANKABLE_METRICS = frozenset(
+    {"clip_score", "sharpness", "contrast", "colorfulness", "entropy", "mse", "psnr", "ssim"}
+)
+
+
 class JobSpec(BaseModel):
-    """One generation request. Image ``i`` of a job is drawn with seed ``seed + i``."""
+    """One generation request. Image ``i`` of a job is drawn with seed ``seed + i``.
+
+    An image-to-image job comes with an input image (validated and stored by the client, never
+    named by the user as a path); its prompt may then be left out, and a model captions the image.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    has_input_image: bool = False
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS, validate_default=True)
     negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
     n: int = Field(default=1, ge=1, le=MAX_IMAGES)
     seed: int = Field(default_factory=lambda: secrets.randbelow(MAX_SEED + 1), ge=0, le=MAX_SEED)
@@ -36,13 +53,34 @@ class JobSpec(BaseModel):
     guidance: float = Field(default=7.5, ge=0.0, le=MAX_GUIDANCE)
     model: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")
     expand: bool = False
+    strength: float = Field(default=0.75, gt=0.0, le=1.0)
+    keep_best: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
+    rank_by: str = "clip_score"
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_has_text(cls, value: str) -> str:
+    def _prompt_has_text(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if not info.data.get("has_input_image"):
+                raise ValueError("required unless an input image is given")
+            return None
         value = value.strip()
         if not value:
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("rank_by")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in RANKABLE_METRICS:
+            raise ValueError(f"must be one of {', '.join(sorted(RANKABLE_METRICS))}")
+        return value
+
+    @field_validator("keep_best")
+    @classmethod
+    def _keep_at_most_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value > info.data.get("n", MAX_IMAGES):
+            raise ValueError(f"must not exceed n ({info.data.get('n')})")
         return value
 
     @field_validator("width", "height")

@@ -43,12 +43,18 @@ def worker(
 @models_app.command("make-tiny")
 def make_tiny(
     directory: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
+    kind: Annotated[
+        str, typer.Option(help="diffusion, expander, captioner or clip.")
+    ] = "diffusion",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
-    """Write a tiny Stable-Diffusion-shaped model with random weights (for tests and demos)."""
-    from imggen.tiny import make_tiny as build
+    """Write a tiny model with random weights (for tests and demos), in safetensors."""
+    from imggen.tiny import TINY_KINDS
 
-    out.print(f"tiny model written to {build(directory, seed=seed)}", highlight=False)
+    if kind not in TINY_KINDS:
+        raise typer.BadParameter(f"must be one of {', '.join(TINY_KINDS)}", param_hint="--kind")
+    written = TINY_KINDS[kind](directory, seed=seed)
+    out.print(f"tiny {kind} model written to {written}", highlight=False)
 
 
 @db_app.command("upgrade")

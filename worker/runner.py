@@ -42,8 +42,10 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
             lease_seconds=settings.stage_lease_seconds,
             max_attempts=settings.stage_max_attempts,
         )
-        spec = JobSpec.model_validate(claim.job.spec) if claim.job is not None else None
-        model = claim.job.model if claim.job is not None else ""
+        job = claim.job
+        spec = JobSpec.model_validate(job.spec) if job is not None else None
+        model = job.model if job is not None else ""
+        input_image_uri = job.input_image_uri if job is not None else None
     if claim.outcome is ClaimOutcome.BUSY:
         # A live lease elsewhere: look again when it would have expired, without an attempt.
         raise task.retry(countdown=claim.retry_in, max_retries=None)
@@ -58,6 +60,7 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         job_id=job_id,
         spec=spec,
         model=model,
+        input_image_uri=input_image_uri,
         outputs=claim.outputs,
         runtime=runtime,
         on_step=_progress_reporter(runtime, job_id, stage, token),

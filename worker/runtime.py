@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from PIL import Image as PILImage
+
 from producer.artifacts import ArtifactStore
 from producer.settings import Settings, get_settings
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
     from imggen import Components, ModelCache
+    from imggen.aux_models import Captioner, Clip, LanguageModel
 
 
 @dataclass
@@ -26,13 +29,38 @@ class Runtime:
     store: ArtifactStore
     _models: ModelCache | None = field(default=None, repr=False)
 
-    def components(self, model_id: str) -> Components:
-        """The resident model for ``model_id``, loaded on first use."""
+    @property
+    def models(self) -> ModelCache:
         if self._models is None:
             from imggen import ModelCache
 
             self._models = ModelCache(self.settings.device, self.settings.dtype)
-        return self._models.get(self.settings.model_path(model_id))
+        return self._models
+
+    def components(self, model_id: str) -> Components:
+        """The resident diffusion model for ``model_id``, loaded on first use."""
+        return self.models.get(self.settings.model_path(model_id))
+
+    def expander(self) -> LanguageModel | None:
+        """The configured prompt expander, or None when the deployment has none."""
+        from imggen.aux_models import load_language_model
+
+        path = self.settings.expand_model
+        return (
+            self.models.get(self.settings.model_path(path), load_language_model) if path else None
+        )
+
+    def captioner(self) -> Captioner | None:
+        from imggen.aux_models import load_captioner
+
+        path = self.settings.caption_model
+        return self.models.get(self.settings.model_path(path), load_captioner) if path else None
+
+    def clip(self) -> Clip | None:
+        from imggen.aux_models import load_clip
+
+        path = self.settings.clip_model
+        return self.models.get(self.settings.model_path(path), load_clip) if path else None
 
     def save_tensors(self, key: str, tensors: dict[str, torch.Tensor]) -> str:
         from safetensors.torch import save
@@ -46,8 +74,10 @@ class Runtime:
 
         return load(self.store.get(uri))
 
-    def load_image_bytes(self, uri: str) -> io.BytesIO:
-        return io.BytesIO(self.store.get(uri))
+    def load_image(self, uri: str) -> PILImage.Image:
+        image = PILImage.open(io.BytesIO(self.store.get(uri)))
+        image.load()
+        return image
 
 
 @lru_cache(maxsize=1)

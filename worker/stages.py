@@ -7,13 +7,15 @@ runner commits the result under the stage's lease).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 import imggen
+from imggen.stages.score import METRIC_VERSION, best_of, clip_scores, reference_metrics
 from producer.artifacts import job_key
 from producer.models import Image, Job, Metric
 from producer.spec import JobSpec
@@ -25,6 +27,7 @@ class StageContext:
     job_id: str
     spec: JobSpec
     model: str
+    input_image_uri: str | None
     outputs: dict[str, dict[str, Any]]  # earlier stages' outputs, by stage name
     runtime: Runtime
     on_step: Callable[[int, int], None]  # progress, lease renewal, cancellation
@@ -32,20 +35,56 @@ class StageContext:
     def seeds(self) -> list[int]:
         return [self.spec.seed + i for i in range(self.spec.n)]
 
+    def input_image(self) -> PILImage.Image | None:
+        return self.runtime.load_image(self.input_image_uri) if self.input_image_uri else None
+
 
 @dataclass
 class StageResult:
     output: dict[str, Any]
     persist: Callable[[Session, Job], None] | None = None
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why
+
+    def __post_init__(self) -> None:
+        if self.notes:
+            self.output["notes"] = self.notes
 
 
 def expand(ctx: StageContext) -> StageResult:
-    expansion = imggen.expand(ctx.spec.prompt)
+    settings = ctx.runtime.settings
+    notes: list[str] = []
+    # 1. The prompt: the user's, or a caption of the input image.
+    prompt, caption = ctx.spec.prompt, None
+    if prompt is None:
+        captioner, image = ctx.runtime.captioner(), ctx.input_image()
+        if captioner is None or image is None:
+            raise imggen.InvalidInput(
+                "prompt: none given, and no caption model is configured (IMGGEN_CAPTION_MODEL)"
+            )
+        prompt = caption = imggen.caption(captioner, image)
+    # 2. The expansion, when the job asks for one and the deployment has a language model.
+    expander = ctx.runtime.expander() if ctx.spec.expand else None
+    if ctx.spec.expand and expander is None:
+        notes.append("expand skipped: no expand model configured (IMGGEN_EXPAND_MODEL)")
+    expansion = imggen.expand(
+        prompt,
+        expander,
+        seed=ctx.spec.seed,
+        max_new_tokens=settings.expand_max_new_tokens,
+        allowed_words=settings.expand_words(),
+    )
 
     def persist(session: Session, job: Job) -> None:
-        job.expanded_prompt = expansion.prompt
+        job.caption, job.expanded_prompt = caption, expansion.prompt
 
-    return StageResult({"prompt": expansion.prompt, "expanded": expansion.expanded}, persist)
+    output = {
+        "original": expansion.original,
+        "prompt": expansion.prompt,
+        "expanded": expansion.expanded,
+        "caption": caption,
+        "expander": expander.model_id if expander else None,
+    }
+    return StageResult(output, persist, notes)
 
 
 def encode(ctx: StageContext) -> StageResult:
@@ -54,12 +93,22 @@ def encode(ctx: StageContext) -> StageResult:
         parts, ctx.outputs["expand"]["prompt"], ctx.spec.negative_prompt
     )
     key = job_key(ctx.job_id, "embeddings.safetensors")
-    return StageResult({"embeddings": ctx.runtime.save_tensors(key, embeddings.to_tensors())})
+    output = {"embeddings": ctx.runtime.save_tensors(key, embeddings.to_tensors())}
+    image = ctx.input_image()
+    if image is not None:
+        latents = imggen.encode_image(parts, image, ctx.spec.height, ctx.spec.width)
+        key = job_key(ctx.job_id, "image-latents.safetensors")
+        output["image_latents"] = ctx.runtime.save_tensors(key, {"latents": latents})
+    return StageResult(output)
 
 
 def denoise(ctx: StageContext) -> StageResult:
     parts = ctx.runtime.components(ctx.model)
-    tensors = ctx.runtime.load_tensors(ctx.outputs["encode"]["embeddings"])
+    encoded = ctx.outputs["encode"]
+    tensors = ctx.runtime.load_tensors(encoded["embeddings"])
+    image_latents = None
+    if "image_latents" in encoded:
+        image_latents = ctx.runtime.load_tensors(encoded["image_latents"])["latents"]
     latents = imggen.denoise(
         parts,
         imggen.PromptEmbeddings.from_tensors(tensors),
@@ -68,6 +117,8 @@ def denoise(ctx: StageContext) -> StageResult:
         height=ctx.spec.height,
         width=ctx.spec.width,
         guidance=ctx.spec.guidance,
+        image_latents=image_latents,
+        strength=ctx.spec.strength,
         on_step=ctx.on_step,
     )
     key = job_key(ctx.job_id, "latents.safetensors")
@@ -101,22 +152,44 @@ def decode(ctx: StageContext) -> StageResult:
 
 
 def score(ctx: StageContext) -> StageResult:
-    from imggen.stages.score import METRIC_VERSION
+    notes: list[str] = []
+    images = [ctx.runtime.load_image(uri) for uri in ctx.outputs["decode"]["images"]]
+    # name -> (value per image, the model that measured it)
+    scores: list[dict[str, float]] = [imggen.score(image) for image in images]
+    measured_by = dict.fromkeys(scores[0], METRIC_VERSION)
 
-    scores = [
-        imggen.score(PILImage.open(ctx.runtime.load_image_bytes(uri)))
-        for uri in ctx.outputs["decode"]["images"]
-    ]
+    # 1. Prompt alignment, against the user's own words (or the caption they stood for).
+    clip = ctx.runtime.clip()
+    if clip is None:
+        notes.append("clip_score skipped: no CLIP model configured (IMGGEN_CLIP_MODEL)")
+    else:
+        prompt = ctx.outputs["expand"]["original"]
+        for image_scores, value in zip(scores, clip_scores(clip, images, prompt), strict=True):
+            image_scores["clip_score"] = value
+        measured_by["clip_score"] = f"clip:{Path(clip.model_id).name}"
+
+    # 2. Faithfulness to the input image, for image-to-image.
+    reference = ctx.input_image()
+    if reference is not None:
+        for image, image_scores in zip(images, scores, strict=True):
+            image_scores.update(reference_metrics(image, reference))
+        measured_by |= dict.fromkeys(("mse", "psnr", "ssim"), "torchmetrics")
+
+    # 3. Best of N: the others are kept, marked discarded.
+    kept = list(range(len(images)))
+    if ctx.spec.keep_best is not None:
+        kept, skipped = best_of(scores, ctx.spec.rank_by, ctx.spec.keep_best)
+        notes += [skipped] if skipped else []
 
     def persist(session: Session, job: Job) -> None:
-        images = {image.index: image for image in job.images}
-        for index, metrics in enumerate(scores):
-            for name, value in metrics.items():
+        for image in job.images:
+            image.discarded = image.index not in kept
+            for name, value in scores[image.index].items():
                 session.add(
-                    Metric(image_id=images[index].id, name=name, value=value, model=METRIC_VERSION)
+                    Metric(image_id=image.id, name=name, value=value, model=measured_by[name])
                 )
 
-    return StageResult({"metrics": len(scores)}, persist)
+    return StageResult({"metrics": sorted(measured_by), "kept": kept}, persist, notes)
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], StageResult]] = {

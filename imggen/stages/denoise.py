@@ -15,8 +15,15 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def check_inputs(
-    parts: Components, seeds: Sequence[int], steps: int, height: int, width: int
+    parts: Components,
+    seeds: Sequence[int],
+    steps: int,
+    height: int,
+    width: int,
+    strength: float = 1.0,
 ) -> None:
+    if not 0.0 < strength <= 1.0:
+        raise InvalidInput(f"strength: must be in (0, 1] (got {strength})")
     if not seeds:
         raise InvalidInput("seeds: at least one seed is needed")
     if steps < 1:
@@ -56,20 +63,36 @@ def denoise(
     height: int,
     width: int,
     guidance: float = 7.5,
+    image_latents: torch.Tensor | None = None,
+    strength: float = 1.0,
     on_step: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """Run ``steps`` denoising steps for one image per seed; returns ``[len(seeds), C, h, w]``.
 
+    With ``image_latents`` (image-to-image) the loop starts from them, noised to ``strength``
+    (1.0 ignores the image; lower keeps more of it) and runs the last ``strength * steps`` steps.
     Raises InvalidInput for bad arguments and StageAborted when ``on_step`` asks to stop.
     """
     # 1. Check inputs and set up a scheduler for this run.
-    check_inputs(parts, seeds, steps, height, width)
+    check_inputs(parts, seeds, steps, height, width, strength)
     scheduler = parts.fresh_scheduler()
     scheduler.set_timesteps(steps, device=parts.device)
+    timesteps = scheduler.timesteps
 
     # 2. Prepare latents and the text conditioning for each image.
-    latents = initial_noise(parts, seeds, height, width) * scheduler.init_noise_sigma
+    noise = initial_noise(parts, seeds, height, width)
     batch = len(seeds)
+    if image_latents is None:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        # As diffusers' img2img: skip the first (1 - strength) of the schedule, noise the
+        # image to the first remaining timestep.
+        skip = steps - min(max(int(steps * strength), 1), steps)
+        timesteps = timesteps[skip * scheduler.order :]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(skip * scheduler.order)
+        start = image_latents.to(parts.device, parts.dtype).expand(batch, -1, -1, -1)
+        latents = scheduler.add_noise(start, noise, timesteps[:1].repeat(batch))
     use_guidance = guidance > 1.0
     context = embeddings.cond.expand(batch, -1, -1)
     if use_guidance:
@@ -78,7 +101,6 @@ def denoise(
     context = context.to(parts.device, parts.dtype)
 
     # 3. The loop.
-    timesteps = scheduler.timesteps
     for i, t in enumerate(timesteps):
         model_input = torch.cat([latents] * 2) if use_guidance else latents
         model_input = scheduler.scale_model_input(model_input, t)

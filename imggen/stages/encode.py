@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 
 from imggen.components import Components
 
@@ -38,3 +40,21 @@ def encode_prompt(parts: Components, prompt: str, negative_prompt: str = "") -> 
     # 2. Encode both in one batch; the last hidden state is what the UNet cross-attends to.
     hidden = parts.text_encoder(tokens.input_ids.to(parts.device))[0]
     return PromptEmbeddings(cond=hidden[1:2].to(parts.dtype), uncond=hidden[0:1].to(parts.dtype))
+
+
+def image_to_tensor(image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """An RGB image resized to ``width`` x ``height`` as a ``[1, 3, h, w]`` tensor in [-1, 1]."""
+    resized = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    array = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1.0)
+    return array.permute(2, 0, 1).unsqueeze(0)
+
+
+@torch.inference_mode()
+def encode_image(parts: Components, image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """The VAE latents of ``image`` at the job's size, ``[1, C, h, w]``, for image-to-image.
+
+    Uses the mode of the VAE's latent distribution, so the same image always encodes the same.
+    """
+    pixels = image_to_tensor(image, height, width).to(parts.device, parts.dtype)
+    latents = parts.vae.encode(pixels).latent_dist.mode()
+    return latents * parts.vae.config.scaling_factor

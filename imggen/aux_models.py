@@ -1,0 +1,118 @@
+"""The models around the diffusion model: a prompt expander, an image captioner, CLIP for scoring.
+
+Like the diffusion model they load only from a local folder, only from safetensors, and never
+run code shipped with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPModel,
+    CLIPProcessor,
+    PreTrainedModel,
+    VisionEncoderDecoderModel,
+)
+
+from imggen.components import resolve_device, resolve_dtype
+from imggen.errors import ModelNotFound
+
+_SAFE: dict[str, Any] = {
+    "local_files_only": True,
+    "use_safetensors": True,
+    "trust_remote_code": False,
+}
+_TOKENIZER: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+
+
+@dataclass
+class LanguageModel:
+    """A causal language model that rewrites prompts (GPT-2 expander, small instruct model…)."""
+
+    model_id: str
+    tokenizer: Any
+    model: PreTrainedModel
+    device: torch.device
+
+
+@dataclass
+class Captioner:
+    """A vision-encoder / text-decoder model that describes an image."""
+
+    model_id: str
+    processor: Any
+    tokenizer: Any
+    model: VisionEncoderDecoderModel
+    device: torch.device
+
+
+@dataclass
+class Clip:
+    """A CLIP model and its processor, for prompt-alignment scores."""
+
+    model_id: str
+    model: CLIPModel
+    processor: CLIPProcessor
+    device: torch.device
+
+
+def _prepare(
+    model: PreTrainedModel, device: str | torch.device, dtype: str
+) -> tuple[Any, torch.device]:
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    # Small models stay in fp32 on the CPU; on CUDA they follow the worker's precision.
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    return model.to(torch_device, torch_dtype).eval(), torch_device  # type: ignore[arg-type]
+
+
+def _check_folder(path: str | Path, what: str) -> Path:
+    root = Path(path)
+    if not (root / "config.json").is_file():
+        raise ModelNotFound(f"{what}: no model folder (config.json) at {root}")
+    return root
+
+
+def load_language_model(
+    path: str | Path, device: str | torch.device = "auto", dtype: str = "auto"
+) -> LanguageModel:
+    root = _check_folder(path, "expand_model")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(root, **_TOKENIZER)
+        model = AutoModelForCausalLM.from_pretrained(root, **_SAFE)
+    except OSError as exc:
+        raise ModelNotFound(f"expand_model: cannot load {root}: {exc}") from exc
+    model, torch_device = _prepare(model, device, dtype)
+    return LanguageModel(str(root), tokenizer, model, torch_device)
+
+
+def load_captioner(
+    path: str | Path, device: str | torch.device = "auto", dtype: str = "auto"
+) -> Captioner:
+    root = _check_folder(path, "caption_model")
+    try:
+        processor = AutoImageProcessor.from_pretrained(root, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(root, **_TOKENIZER)
+        model = VisionEncoderDecoderModel.from_pretrained(root, **_SAFE)
+    except OSError as exc:
+        raise ModelNotFound(f"caption_model: cannot load {root}: {exc}") from exc
+    model, torch_device = _prepare(model, device, dtype)
+    return Captioner(str(root), processor, tokenizer, model, torch_device)
+
+
+def load_clip(path: str | Path, device: str | torch.device = "auto", dtype: str = "auto") -> Clip:
+    root = _check_folder(path, "clip_model")
+    try:
+        processor = CLIPProcessor.from_pretrained(root, local_files_only=True)
+        model = CLIPModel.from_pretrained(root, **_SAFE)
+    except OSError as exc:
+        raise ModelNotFound(f"clip_model: cannot load {root}: {exc}") from exc
+    # Scores are compared across jobs and deployments: always computed in fp32.
+    model, torch_device = _prepare(model, device, "fp32")
+    return Clip(str(root), model, processor, torch_device)
