@@ -71,6 +71,11 @@ def expand(
 
     # 3. Keep the continuation only: the user's words always lead the prompt.
     continuation = clean(tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True))
+    if allowed_words:
+        # The token bound can cut the last word short: keep whole allowed words only.
+        allowed_set = {clean(word) for word in allowed_words}
+        kept = [piece.strip() for piece in continuation.split(",") if piece.strip() in allowed_set]
+        continuation = ", ".join(kept)
     if not continuation:
         return Expansion(original=original, prompt=original, expanded=False)
     joined = (

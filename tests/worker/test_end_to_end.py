@@ -3,77 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import func, select
 
-from migrations import upgrade
-from producer.client import Client
 from producer.db import session_scope
 from producer.errors import InvalidJobSpec, JobFailed
 from producer.models import Image, Job, Metric
-from producer.pipeline import ALL_QUEUES
-from producer.settings import Settings
 from tests.conftest import RedisServer, postgres_database
-from worker.process import start_worker, stop_worker
+from tests.worker.deployments import Deployment, embedded, make_deployment, with_worker
 
 pytestmark = pytest.mark.slow
 WAIT_S = 180.0
 SMALL: dict[str, Any] = {"n": 2, "seed": 7, "steps": 4, "width": 64, "height": 64}
-
-
-@dataclass
-class Deployment:
-    name: str
-    settings: Settings
-    env: dict[str, str]
-
-    @property
-    def client(self) -> Client:
-        return Client(self.settings)
-
-    def queued_messages(self) -> int:
-        """Messages waiting in any stage queue of the broker."""
-        url = self.settings.resolved_broker_url
-        if url.startswith("redis://"):
-            import redis
-
-            connection = redis.Redis.from_url(url)
-            return sum(int(connection.llen(queue)) for queue in ALL_QUEUES)
-        engine = create_engine(url.removeprefix("sqla+"))
-        try:
-            if "kombu_message" not in inspect(engine).get_table_names():
-                return 0
-            with engine.connect() as connection:
-                return int(
-                    connection.execute(
-                        text("SELECT count(*) FROM kombu_message WHERE visible")
-                    ).scalar_one()
-                )
-        finally:
-            engine.dispose()
-
-
-def _deployment(
-    name: str, home: Path, model: Path, database_url: str, broker_url: str
-) -> Deployment:
-    values = {
-        "home": str(home),
-        "database_url": database_url,
-        "broker_url": broker_url,
-        "artifacts_url": str(home / "artifacts"),
-        "model": str(model),
-        "broker_polling_interval": "0.05",
-    }
-    env = dict(os.environ) | {f"IMGGEN_{k.upper()}": v for k, v in values.items()}
-    return Deployment(name, Settings.model_validate(values), env)
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis+postgresql"])
@@ -82,29 +29,12 @@ def deployment(
 ) -> Iterator[Deployment]:
     home = tmp_path_factory.mktemp(request.param.replace("+", "-"))
     if request.param == "embedded":
-        dep = _deployment(
-            request.param,
-            home,
-            tiny_model_dir,
-            f"sqlite:///{home / 'imggen.db'}",
-            f"sqla+sqlite:///{home / 'broker.db'}",
-        )
-        yield from _with_worker(dep)
+        yield from with_worker(embedded(request.param, home, tiny_model_dir))
         return
     redis_server: RedisServer = request.getfixturevalue("redis_server")
     with postgres_database() as database_url:
-        yield from _with_worker(
-            _deployment(request.param, home, tiny_model_dir, database_url, redis_server.url)
-        )
-
-
-def _with_worker(dep: Deployment) -> Iterator[Deployment]:
-    upgrade(dep.settings.resolved_database_url)
-    process = start_worker(env=dep.env, loglevel="WARNING", hostname=f"test-{dep.name}@%h")
-    try:
-        yield dep
-    finally:
-        stop_worker(process)
+        dep = make_deployment(request.param, home, tiny_model_dir, database_url, redis_server.url)
+        yield from with_worker(dep)
 
 
 def test_a_job_runs_every_stage_and_persists_images_and_metrics(deployment: Deployment) -> None:
@@ -116,6 +46,9 @@ def test_a_job_runs_every_stage_and_persists_images_and_metrics(deployment: Depl
         (stage, "succeeded", 1) for stage in ("expand", "encode", "denoise", "decode", "score")
     ]
     assert info["expanded_prompt"] == "a red fox"
+    # No CLIP model in this deployment: the metric is skipped, and the job says so.
+    notes = [note for stage in info["stages"] for note in stage["notes"]]
+    assert any("clip_score skipped" in note for note in notes)
     assert [image["seed"] for image in info["images"]] == [7, 8]
     for image in info["images"]:
         assert Path(image["uri"]).read_bytes().startswith(b"\x89PNG")

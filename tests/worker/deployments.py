@@ -1,0 +1,77 @@
+"""Deployments for end-to-end tests: settings, environment and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect, text
+
+from migrations import upgrade
+from producer.client import Client
+from producer.pipeline import ALL_QUEUES
+from producer.settings import Settings
+from worker.process import start_worker, stop_worker
+
+
+@dataclass
+class Deployment:
+    name: str
+    settings: Settings
+    env: dict[str, str]
+
+    @property
+    def client(self) -> Client:
+        return Client(self.settings)
+
+    def queued_messages(self) -> int:
+        """Messages waiting in any stage queue of the broker."""
+        url = self.settings.resolved_broker_url
+        if url.startswith("redis://"):
+            import redis
+
+            connection = redis.Redis.from_url(url)
+            return sum(int(connection.llen(queue)) for queue in ALL_QUEUES)
+        engine = create_engine(url.removeprefix("sqla+"))
+        try:
+            if "kombu_message" not in inspect(engine).get_table_names():
+                return 0
+            with engine.connect() as connection:
+                query = text("SELECT count(*) FROM kombu_message WHERE visible")
+                return int(connection.execute(query).scalar_one())
+        finally:
+            engine.dispose()
+
+
+def make_deployment(
+    name: str, home: Path, model: Path, database_url: str, broker_url: str, **extra: str
+) -> Deployment:
+    values = {
+        "home": str(home),
+        "database_url": database_url,
+        "broker_url": broker_url,
+        "artifacts_url": str(home / "artifacts"),
+        "model": str(model),
+        "broker_polling_interval": "0.05",
+        **extra,
+    }
+    env = dict(os.environ) | {f"IMGGEN_{k.upper()}": v for k, v in values.items()}
+    return Deployment(name, Settings.model_validate(values), env)
+
+
+def embedded(name: str, home: Path, model: Path, **extra: str) -> Deployment:
+    """SQLite database and Celery over SQLite: the default that needs nothing installed."""
+    database, broker = f"sqlite:///{home / 'imggen.db'}", f"sqla+sqlite:///{home / 'broker.db'}"
+    return make_deployment(name, home, model, database, broker, **extra)
+
+
+def with_worker(dep: Deployment) -> Iterator[Deployment]:
+    """Migrate the database, run one worker process for as long as the caller needs it."""
+    upgrade(dep.settings.resolved_database_url)
+    process = start_worker(env=dep.env, loglevel="WARNING", hostname=f"test-{dep.name}@%h")
+    try:
+        yield dep
+    finally:
+        stop_worker(process)
