@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
 from producer.db import get_engine
-from producer.models import Base
+from producer.models import Base, UTCDateTime
 from producer.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def render_item(kind: str, obj: Any, autogen_context: Any) -> str | bool:
+    # New revisions spell timestamps as plain SQL types, not as imggen's Python wrapper.
+    if kind == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def database_url() -> str:
@@ -22,6 +31,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -35,6 +45,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             compare_type=True,
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -17,8 +17,8 @@ from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeou
 from producer.images import InputImage, validate_input_image
 from producer.jobs import cancel_job, create_job, get_job, job_view, new_job_id
 from producer.models import TERMINAL, JobStatus
-from producer.pipeline import STAGES
-from producer.queue import enqueue_stage, producer_app
+from producer.outbox import publish_pending
+from producer.queue import producer_app
 from producer.settings import Settings, get_settings
 from producer.spec import JobSpec, validate_spec
 
@@ -66,9 +66,14 @@ class Client:
             key = job_key(job_id, f"input.{image.format}")
             image_uri = self.store.put(key, image.data)
         with session_scope(self._db_url) as session:
+            # The job, its stages and its first message, in one transaction.
             create_job(session, spec, model, job_id=job_id, input_image_uri=image_uri)
-        # Only after the commit: a worker must find the row the message points at.
-        enqueue_stage(producer_app(self.settings), job_id, STAGES[0])
+        # Publish now if the broker answers; if not, the job is safe in SQL and the relay
+        # (run by every worker) sends it when the broker is back.
+        try:
+            publish_pending(self._db_url, producer_app(self.settings), job_id=job_id)
+        except Exception:  # noqa: BLE001 - a broker or database hiccup after the commit
+            log.warning("job %s recorded; its message waits in the outbox", job_id, exc_info=True)
         return JobHandle(self, job_id)
 
     @property

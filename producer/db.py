@@ -13,8 +13,34 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-@lru_cache(maxsize=8)
+def dispose_engines_after_fork() -> None:
+    """In a forked child: drop the parent's pooled connections without closing them.
+
+    Two processes must never share a connection's socket; the parent keeps using its own.
+    """
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+_engines: dict[str, Engine] = {}
+
+
 def get_engine(url: str) -> Engine:
+    """A pooled engine for ``url``, made once per process."""
+    if url not in _engines:
+        _engines[url] = _make_engine(url)
+    return _engines[url]
+
+
+def forget_engine(url: str) -> None:
+    """Close the engine for ``url`` and its connections (before its database is dropped)."""
+    engine = _engines.pop(url, None)
+    _sessionmaker.cache_clear()
+    if engine is not None:
+        engine.dispose()
+
+
+def _make_engine(url: str) -> Engine:
     """A pooled engine for ``url``; SQLite files get WAL and write-serialising transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":

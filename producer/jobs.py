@@ -22,6 +22,7 @@ from producer.models import (
     StageStatus,
     utcnow,
 )
+from producer.outbox import add_message
 from producer.pipeline import STAGES
 from producer.spec import JobSpec
 
@@ -62,6 +63,7 @@ def create_job(
     ]
     session.add(job)
     session.flush()
+    add_message(session, job.id, STAGES[0])
     return job
 
 

@@ -114,6 +114,7 @@ class StageRun(Base):
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_expires_at: Mapped[datetime | None]
     enqueued_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]  # last time its message was published
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     duration_s: Mapped[float | None] = mapped_column(Float)
@@ -157,3 +158,22 @@ class Metric(Base):
     model: Mapped[str | None] = mapped_column(String(200))
 
     image: Mapped[Image] = relationship(back_populates="metrics")
+
+
+class OutboxMessage(Base):
+    """A stage message to publish: written in the transaction that makes the stage runnable.
+
+    The relay deletes the row once the broker has the message, so a message survives a broker
+    that is down at commit time, and a publish that fails after the commit is not lost.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("job_id", "stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

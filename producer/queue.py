@@ -33,7 +33,11 @@ def configure(app: Celery, settings: Settings) -> None:
         task_time_limit=time_limit,
         task_soft_time_limit=max(time_limit - 60, time_limit * 0.9),
         broker_transport_options=_transport_options(settings),
+        # A worker that lost its broker connection cannot ack: cancel its tasks so that the
+        # redelivered copies are the only ones (the lease fences any straggler anyway).
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On SIGTERM: let stages run this long, then stop them and hand their messages back.
+        worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
         task_queues=[Queue(name) for name in ALL_QUEUES],
         task_default_queue=queue_name(STAGES[0]),
         task_routes={task_name(stage): {"queue": queue_name(stage)} for stage in STAGES},
@@ -58,8 +62,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         }
     # Redis redelivers an unacked message after visibility_timeout, counted from the fetch, even
     # while it is still running: keep it above the longest stage.
+    visibility = settings.broker_visibility_timeout_seconds or settings.stage_time_limit_seconds * 2
     return {
-        "visibility_timeout": int(settings.stage_time_limit_seconds * 2),
+        "visibility_timeout": int(visibility),
         "polling_interval": settings.broker_polling_interval,
     }
 
@@ -87,6 +92,8 @@ def enqueue_stage(app: Celery, job_id: str, stage: str, attempt: int = 0) -> Non
         args=[job_id],
         queue=queue_name(stage),
         task_id=f"{job_id}-{stage}-{attempt}",
+        # One quick retry only: a message that cannot be sent stays in the outbox for the relay,
+        # so a caller (a web request, say) is never held up by a broker that is down.
         retry=True,
-        retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2},
     )

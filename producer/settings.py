@@ -69,11 +69,29 @@ class Settings(BaseSettings):
     stage_max_attempts: int = 5
     """Attempts per stage before the job fails (a worker killed mid-stage counts as one)."""
 
-    stage_lease_seconds: float = 120.0
-    """How long a running stage holds its lease without a heartbeat before another may take it."""
+    stage_lease_seconds: float = 60.0
+    """How long a running stage's lease lasts without a heartbeat (sent every quarter of it).
+    A killed worker's stage is taken over by another within about this long."""
 
     stage_time_limit_seconds: float = 1800.0
     """Hard time limit per stage; the broker's visibility timeout is set above it."""
+
+    broker_visibility_timeout_seconds: float | None = None
+    """Redis redelivers an unacked message after this; default twice the stage time limit."""
+
+    sweep_interval_seconds: float = 2.0
+    """How often each worker's sweeper relays the outbox and looks for lost stages (0: never)."""
+
+    relay_grace_seconds: float = 2.0
+    """Outbox messages younger than this are left to the fast path that wrote them."""
+
+    requeue_after_seconds: float = 600.0
+    """A queued stage whose message was sent this long ago and never claimed is sent again
+    (its message was lost with a broker restart). Raise it for queues deeper than that."""
+
+    worker_soft_shutdown_seconds: float = 0.0
+    """On SIGTERM, how long a worker lets running stages go on before handing them back
+    (0: let them finish, Celery's plain warm shutdown)."""
 
     broker_polling_interval: float = 0.2
     """Seconds between polls for brokers that poll (the embedded SQL broker)."""

@@ -130,10 +130,11 @@ def postgres_database() -> Iterator[str]:
     except Exception as exc:  # noqa: BLE001 - any connection failure means "not available"
         admin.dispose()
         _missing("PostgreSQL", f"{POSTGRES_ADMIN_URL}: {exc}")
-    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    from producer.db import get_engine
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    from producer.db import forget_engine
 
-    get_engine.cache_clear()
+    forget_engine(url)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

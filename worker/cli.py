@@ -40,6 +40,23 @@ def worker(
     os.execv(sys.executable, argv)
 
 
+@app.command()
+def sweeper(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+) -> None:
+    """Relay the outbox and re-send lost stages (every worker already runs one of these)."""
+    import threading
+
+    from worker.app import app as celery_app
+    from worker.sweeper import Sweeper
+
+    sweeper = Sweeper(get_settings(), celery_app)
+    if once:
+        out.print(sweeper.run_once())
+        return
+    sweeper.run_forever(threading.Event())
+
+
 @models_app.command("make-tiny")
 def make_tiny(
     directory: Annotated[Path, typer.Argument(help="Folder to write the model to.")],

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from producer.jobs import finish_job
 from producer.models import ACTIVE, Job, JobStatus, StageRun, StageStatus, utcnow
+from producer.outbox import add_message
 from producer.pipeline import STAGES, next_stage
 
 _ACTIVE_VALUES = [status.value for status in ACTIVE]
@@ -43,6 +44,7 @@ class Claim:
     retry_in: float = 0.0
     job: Job | None = None
     outputs: dict[str, dict[str, Any]] | None = None
+    previous_error_kind: str | None = None  # how the last attempt failed ("oom", …)
 
 
 def claim_stage(
@@ -51,6 +53,9 @@ def claim_stage(
     """Try to take the lease on ``stage`` of ``job_id``."""
     now = utcnow()
     token = uuid.uuid4().hex
+    before = _stage_run(session, job_id, stage)
+    # A running stage whose lease ran out lost its worker (killed, or cut off from the database).
+    lost = before is not None and before.status == StageStatus.RUNNING.value
     claimed = session.execute(
         update(StageRun)
         .where(
@@ -76,11 +81,21 @@ def claim_stage(
         return Claim(ClaimOutcome.ENDED)
     if claimed:
         session.refresh(run)
+        if lost:
+            run.error = f"attempt {run.attempts - 1}: worker lost (lease expired)"
+            run.error_kind = "worker_lost"
         if job.status == JobStatus.QUEUED.value:
             job.status, job.started_at = JobStatus.RUNNING.value, now
         job.stage, job.progress_step, job.progress_total = stage, None, None
         outputs = {r.stage: r.output or {} for r in _stage_runs(session, job_id)}
-        return Claim(ClaimOutcome.CLAIMED, token, run.attempts, job=job, outputs=outputs)
+        return Claim(
+            ClaimOutcome.CLAIMED,
+            token,
+            run.attempts,
+            job=job,
+            outputs=outputs,
+            previous_error_kind=run.error_kind,
+        )
     return _why_not_claimed(session, job, run, now, max_attempts)
 
 
@@ -157,8 +172,9 @@ def commit_stage(
         return None
     after = _stage_run(session, job_id, following)
     assert after is not None, f"job {job_id} has no {following} stage"
-    after.status, after.enqueued_at = StageStatus.QUEUED.value, now
+    after.status, after.enqueued_at, after.sent_at = StageStatus.QUEUED.value, now, None
     job.stage, job.progress_step, job.progress_total = following, None, None
+    add_message(session, job_id, following)
     return following
 
 

@@ -1,4 +1,4 @@
-"""Run one stage of one job reliably: claim, work, commit under the lease, then enqueue the next.
+"""Run one stage of one job reliably: claim, work, commit under the lease, then publish the next.
 
 This is the only place with the stage life cycle; the Celery tasks just call ``run_stage``.
 """
@@ -6,15 +6,20 @@ This is the only place with the stage life cycle; the Celery tasks just call ``r
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 from celery import Task
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from imggen.errors import StageAborted
 from producer.db import session_scope
-from producer.queue import enqueue_stage
+from producer.outbox import publish_pending
 from producer.spec import JobSpec
 from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
 from worker.retry import FailureKind, backoff_seconds, classify
@@ -22,9 +27,11 @@ from worker.runtime import Runtime, get_runtime
 from worker.stages import STAGE_FUNCTIONS, StageContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Progress is written at most this often: each write is a transaction.
 PROGRESS_INTERVAL_S = 0.25
+DB_RETRIES = 3
 
 
 def run_stage(task: Task, stage: str, job_id: str) -> str:
@@ -34,54 +41,104 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
     db = settings.resolved_database_url
 
     # 1. Claim the stage: a lease token and one more attempt, or a reason not to run.
-    with session_scope(db) as session:
-        claim = claim_stage(
+    claim = in_transaction(
+        db,
+        lambda session: claim_stage(
             session,
             job_id,
             stage,
             lease_seconds=settings.stage_lease_seconds,
             max_attempts=settings.stage_max_attempts,
-        )
-        job = claim.job
-        spec = JobSpec.model_validate(job.spec) if job is not None else None
-        model = job.model if job is not None else ""
-        input_image_uri = job.input_image_uri if job is not None else None
+        ),
+    )
     if claim.outcome is ClaimOutcome.BUSY:
         # A live lease elsewhere: look again when it would have expired, without an attempt.
         raise task.retry(countdown=claim.retry_in, max_retries=None)
     if claim.outcome is not ClaimOutcome.CLAIMED:
         log.info("job %s %s: not run (%s)", job_id, stage, claim.outcome.value)
         return claim.outcome.value
-    assert claim.token is not None and spec is not None and claim.outputs is not None
+    assert claim.token is not None and claim.job is not None and claim.outputs is not None
     token = claim.token
 
-    # 2. Do the work, reporting progress and watching for cancellation through the lease.
+    # 2. Do the work under a heartbeat, reporting progress and watching for cancellation.
     context = StageContext(
         job_id=job_id,
-        spec=spec,
-        model=model,
-        input_image_uri=input_image_uri,
+        spec=JobSpec.model_validate(claim.job.spec),
+        model=claim.job.model,
+        input_image_uri=claim.job.input_image_uri,
         outputs=claim.outputs,
         runtime=runtime,
         on_step=_progress_reporter(runtime, job_id, stage, token),
+        # After running out of accelerator memory, draw the images one at a time.
+        max_batch=1 if claim.previous_error_kind == FailureKind.OOM.value else None,
     )
     try:
-        result = STAGE_FUNCTIONS[stage](context)
+        with _heartbeat(runtime, job_id, stage, token):
+            result = STAGE_FUNCTIONS[stage](context)
     except StageAborted:
         log.info("job %s %s: aborted (canceled or lease lost)", job_id, stage)
         return "aborted"
     except Exception as exc:
         return _handle_failure(task, runtime, job_id, stage, token, claim.attempt, exc)
 
-    # 3. Commit under the lease, then wake the next stage (only after the commit).
-    with session_scope(db) as session:
-        following = commit_stage(session, job_id, stage, token, result.output, result.persist)
+    # 3. Commit under the lease (with the next stage's message), then publish that message.
+    following = in_transaction(
+        db,
+        lambda session: commit_stage(session, job_id, stage, token, result.output, result.persist),
+    )
     if following is not None:
-        enqueue_stage(task.app, job_id, following)
+        try:
+            publish_pending(db, task.app, job_id=job_id)
+        except Exception:  # noqa: BLE001 - the relay will send it
+            log.warning("job %s: %s message left to the relay", job_id, following, exc_info=True)
     return "succeeded"
 
 
-def _progress_reporter(runtime: Runtime, job_id: str, stage: str, token: str) -> Any:
+def in_transaction(db: str, work: Callable[[Session], T]) -> T:
+    """Run ``work`` in a transaction, again if the connection dropped (database restart, kill)."""
+    for attempt in range(1, DB_RETRIES + 1):
+        try:
+            with session_scope(db) as session:
+                return work(session)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or attempt == DB_RETRIES:
+                raise
+            log.warning("database connection lost, retrying (%d/%d)", attempt, DB_RETRIES)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _heartbeat(runtime: Runtime, job_id: str, stage: str, token: str) -> Iterator[None]:
+    """Renew the lease every quarter of its length while the stage runs.
+
+    A stage that is alive keeps its lease however long it takes; a killed one loses it within
+    one lease length, and the sweeper hands the stage to another worker.
+    """
+    settings = runtime.settings
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(settings.stage_lease_seconds / 4):
+            try:
+                with session_scope(settings.resolved_database_url) as session:
+                    if not renew_lease(session, job_id, stage, token, settings.stage_lease_seconds):
+                        return  # fenced out or canceled: the progress check stops the work
+            except Exception:  # noqa: BLE001 - a lost connection: try again next beat
+                log.warning("lease heartbeat failed for job %s %s", job_id, stage, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"lease-{job_id[:8]}-{stage}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _progress_reporter(
+    runtime: Runtime, job_id: str, stage: str, token: str
+) -> Callable[[int, int], None]:
     settings = runtime.settings
     last = 0.0
 
@@ -91,8 +148,9 @@ def _progress_reporter(runtime: Runtime, job_id: str, stage: str, token: str) ->
         if step < total and now - last < PROGRESS_INTERVAL_S:
             return
         last = now
-        with session_scope(settings.resolved_database_url) as session:
-            alive = renew_lease(
+        alive = in_transaction(
+            settings.resolved_database_url,
+            lambda session: renew_lease(
                 session,
                 job_id,
                 stage,
@@ -100,7 +158,8 @@ def _progress_reporter(runtime: Runtime, job_id: str, stage: str, token: str) ->
                 settings.stage_lease_seconds,
                 progress_step=step,
                 progress_total=total,
-            )
+            ),
+        )
         if not alive:
             raise StageAborted(f"job {job_id} {stage}: canceled or lease lost")
 
@@ -124,8 +183,12 @@ def _handle_failure(
         message,
         "".join(traceback.format_exception(exc)),
     )
-    with session_scope(settings.resolved_database_url) as session:
-        record_failure(session, job_id, stage, token, kind.value, message, final=final)
+    in_transaction(
+        settings.resolved_database_url,
+        lambda session: record_failure(
+            session, job_id, stage, token, kind.value, message, final=final
+        ),
+    )
     if final:
         return "failed"
     raise task.retry(countdown=backoff_seconds(attempt), max_retries=None, exc=exc)

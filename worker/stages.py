@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,7 @@ class StageContext:
     outputs: dict[str, dict[str, Any]]  # earlier stages' outputs, by stage name
     runtime: Runtime
     on_step: Callable[[int, int], None]  # progress, lease renewal, cancellation
+    max_batch: int | None = None  # images per denoising batch; None: all of the job's at once
 
     def seeds(self) -> list[int]:
         return [self.spec.seed + i for i in range(self.spec.n)]
@@ -109,17 +111,25 @@ def denoise(ctx: StageContext) -> StageResult:
     image_latents = None
     if "image_latents" in encoded:
         image_latents = ctx.runtime.load_tensors(encoded["image_latents"])["latents"]
-    latents = imggen.denoise(
-        parts,
-        imggen.PromptEmbeddings.from_tensors(tensors),
-        seeds=ctx.seeds(),
-        steps=ctx.spec.steps,
-        height=ctx.spec.height,
-        width=ctx.spec.width,
-        guidance=ctx.spec.guidance,
-        image_latents=image_latents,
-        strength=ctx.spec.strength,
-        on_step=ctx.on_step,
+    seeds = ctx.seeds()
+    batch = ctx.max_batch or len(seeds)
+    # Each image has its own generator, so splitting the batch does not change any image.
+    latents = torch.cat(
+        [
+            imggen.denoise(
+                parts,
+                imggen.PromptEmbeddings.from_tensors(tensors),
+                seeds=seeds[start : start + batch],
+                steps=ctx.spec.steps,
+                height=ctx.spec.height,
+                width=ctx.spec.width,
+                guidance=ctx.spec.guidance,
+                image_latents=image_latents,
+                strength=ctx.spec.strength,
+                on_step=ctx.on_step,
+            )
+            for start in range(0, len(seeds), batch)
+        ]
     )
     key = job_key(ctx.job_id, "latents.safetensors")
     return StageResult({"latents": ctx.runtime.save_tensors(key, {"latents": latents})})

@@ -1,0 +1,79 @@
+"""The transactional outbox: stage messages are rows first, broker messages second.
+
+A transaction that makes a stage runnable (submit, a finished stage, the sweeper) adds its
+message here. After the commit the caller tries to publish at once; whatever that misses (the
+broker was down, the process died between commit and publish) the relay publishes later. A row
+is deleted only once the broker has taken the message, so none is lost; one may be published
+twice, which the stage claim makes harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import Celery
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from producer.db import session_scope
+from producer.models import OutboxMessage, StageRun, utcnow
+from producer.queue import enqueue_stage
+
+log = logging.getLogger(__name__)
+
+
+def add_message(session: Session, job_id: str, stage: str) -> None:
+    """Queue a message for ``stage`` of ``job_id`` in the caller's transaction (once per stage)."""
+    exists = session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.job_id == job_id, OutboxMessage.stage == stage)
+    )
+    if exists is None:
+        session.add(OutboxMessage(job_id=job_id, stage=stage))
+
+
+def publish_pending(
+    database_url: str,
+    app: Celery,
+    *,
+    job_id: str | None = None,
+    min_age_s: float = 0.0,
+    limit: int = 200,
+) -> int:
+    """Publish waiting messages (of one job, or all older than ``min_age_s``); returns how many.
+
+    Stops at the first broker error: the broker is likely down, and the rows stay for later.
+    """
+    now = utcnow()
+    query = select(OutboxMessage).where(
+        OutboxMessage.available_at <= now - timedelta(seconds=min_age_s)
+    )
+    if job_id is not None:
+        query = query.where(OutboxMessage.job_id == job_id)
+    # SKIP LOCKED: several relays (one per worker) share the work instead of queueing on locks.
+    query = query.order_by(OutboxMessage.id).limit(limit).with_for_update(skip_locked=True)
+    published = 0
+    try:
+        with session_scope(database_url) as session:
+            for message in session.scalars(query).all():
+                try:
+                    enqueue_stage(app, message.job_id, message.stage)
+                except Exception as exc:  # noqa: BLE001 - any broker failure: keep the row
+                    message.publish_attempts += 1
+                    message.last_error = f"{type(exc).__name__}: {exc}"
+                    delay = min(2.0**message.publish_attempts, 60.0)
+                    message.available_at = utcnow() + timedelta(seconds=delay)
+                    log.warning("publish of %s %s failed: %s", message.job_id, message.stage, exc)
+                    break
+                session.execute(
+                    update(StageRun)
+                    .where(StageRun.job_id == message.job_id, StageRun.stage == message.stage)
+                    .values(sent_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                session.delete(message)
+                published += 1
+    except IntegrityError:  # a concurrent relay deleted the same row first
+        return published
+    return published

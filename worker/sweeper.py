@@ -1,0 +1,95 @@
+"""The relay and sweeper: make SQL's view of what should run true in the broker.
+
+Run by every ``imggen worker`` (a thread in its main process) or on its own (``imggen sweeper``).
+Each pass:
+
+1. publishes outbox messages that the fast path missed (broker down at commit, process died);
+2. re-sends stages whose lease expired while running (the worker was killed, its message was
+   acked by a hard time limit, or lost with an embedded broker);
+3. re-sends queued stages whose message was sent long ago and never claimed (a broker restart
+   that lost its queues).
+
+Several sweepers may run at once: a message sent twice is harmless, the stage claim decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from celery import Celery
+from sqlalchemy import select
+
+from producer.db import session_scope
+from producer.models import ACTIVE, Job, OutboxMessage, StageRun, StageStatus, utcnow
+from producer.outbox import add_message, publish_pending
+from producer.settings import Settings
+
+log = logging.getLogger(__name__)
+_ACTIVE = [status.value for status in ACTIVE]
+
+
+@dataclass
+class SweepReport:
+    published: int = 0
+    expired_leases: int = 0
+    stale_queued: int = 0
+
+
+class Sweeper:
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings, self.app = settings, app
+        self.db = settings.resolved_database_url
+
+    def run_once(self) -> SweepReport:
+        report = SweepReport()
+        now = utcnow()
+        stale_before = now - timedelta(seconds=self.settings.requeue_after_seconds)
+        with session_scope(self.db) as session:
+            waiting = select(OutboxMessage.id).where(
+                OutboxMessage.job_id == StageRun.job_id, OutboxMessage.stage == StageRun.stage
+            )
+            active_stage = (
+                select(StageRun)
+                .join(Job, Job.id == StageRun.job_id)
+                .where(Job.status.in_(_ACTIVE), ~waiting.exists())
+            )
+            expired = session.scalars(
+                active_stage.where(
+                    StageRun.status == StageStatus.RUNNING.value, StageRun.lease_expires_at < now
+                ).limit(500)
+            ).all()
+            stale = session.scalars(
+                active_stage.where(
+                    StageRun.status == StageStatus.QUEUED.value,
+                    StageRun.sent_at.is_not(None),
+                    StageRun.sent_at < stale_before,
+                ).limit(500)
+            ).all()
+            for run in [*expired, *stale]:
+                add_message(session, run.job_id, run.stage)
+            report.expired_leases, report.stale_queued = len(expired), len(stale)
+        # Messages younger than the grace period are the fast path's to send.
+        report.published = publish_pending(
+            self.db, self.app, min_age_s=self.settings.relay_grace_seconds
+        )
+        if report.expired_leases or report.stale_queued:
+            log.warning("sweeper: re-sent %s", report)
+        return report
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.sweep_interval_seconds):
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - database or broker down: try again next pass
+                log.warning("sweeper pass failed", exc_info=True)
+
+    def start(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self.run_forever, args=(stop,), name="imggen-sweeper", daemon=True
+        )
+        thread.start()
+        return thread, stop
