@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.artifacts import ArtifactStore, job_key
-from producer.db import session_scope
+from producer.db import in_transaction, session_scope
 from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
 from producer.images import InputImage, validate_input_image
 from producer.jobs import cancel_job, create_job, get_job, job_view, new_job_id
@@ -85,12 +85,10 @@ class Client:
         return JobHandle(self, job_id)
 
     def view(self, job_id: str) -> dict[str, Any]:
-        with session_scope(self._db_url) as session:
-            return job_view(get_job(session, job_id, full=True))
+        return in_transaction(self._db_url, lambda s: job_view(get_job(s, job_id, full=True)))
 
     def cancel(self, job_id: str) -> bool:
-        with session_scope(self._db_url) as session:
-            return cancel_job(session, job_id)
+        return in_transaction(self._db_url, lambda session: cancel_job(session, job_id))
 
 
 def _read_image_file(path: str | Path) -> bytes:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def dispose_engines_after_fork() -> None:
@@ -81,3 +87,21 @@ def session_scope(url: str) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
     with _sessionmaker(url).begin() as session:
         yield session
+
+
+def in_transaction(url: str, work: Callable[[Session], T], retries: int = 3) -> T:
+    """Run ``work`` in a transaction; run it again if the connection dropped under it.
+
+    A database restart or a killed backend (``pg_terminate_backend``) then costs a retry, not a
+    failed stage or request. ``work`` must be safe to repeat after a rollback.
+    """
+    for attempt in range(1, retries + 1):
+        try:
+            with session_scope(url) as session:
+                return work(session)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or attempt == retries:
+                raise
+            log.warning("database connection lost, retrying (%d/%d)", attempt, retries)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")

@@ -115,7 +115,8 @@ def validate_spec(data: dict[str, Any]) -> JobSpec:
     except ValidationError as exc:
         errors: dict[str, str] = {}
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "spec"
+            loc = error["loc"]
+            field = ".".join(str(part) for part in loc) if loc else "spec"
             message = error["msg"].removeprefix("Value error, ")
             errors.setdefault(field, message)
         raise InvalidJobSpec(errors) from None

@@ -16,7 +16,7 @@ import typer
 from producer.cli import app, out
 from producer.pipeline import ALL_QUEUES
 from producer.settings import get_settings
-from worker.process import worker_argv
+from worker.process import worker_argv, worker_environment
 
 models_app = typer.Typer(help="Model folders.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL schema (Alembic migrations).", no_args_is_help=True)
@@ -37,7 +37,7 @@ def worker(
     """Start a Celery worker that runs the pipeline stages (all stage queues by default)."""
     argv = worker_argv(queues.split(","), concurrency, pool, loglevel, hostname)
     # Replace this process: signals (SIGTERM for a warm shutdown) go straight to Celery.
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, worker_environment(get_settings(), os.environ))
 
 
 @app.command()

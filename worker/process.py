@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from producer.pipeline import ALL_QUEUES
+from producer.settings import Settings
 
 
 def worker_argv(
@@ -17,6 +18,7 @@ def worker_argv(
     pool: str = "prefork",
     loglevel: str = "INFO",
     hostname: str | None = None,
+    include: Sequence[str] = (),
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -37,16 +39,35 @@ def worker_argv(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if include:
+        argv.append(f"--include={','.join(include)}")
     return argv
+
+
+def worker_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment a worker process needs beyond ``base``.
+
+    With a soft-shutdown window, SIGTERM must start Celery's cold shutdown path (billiard reads
+    REMAP_SIGTERM at import): stages still running when the window closes are stopped and their
+    messages handed back, instead of holding the shutdown for as long as they take.
+    """
+    env = dict(base)
+    if settings.worker_soft_shutdown_seconds > 0:
+        env["REMAP_SIGTERM"] = "SIGQUIT"
+    return env
 
 
 def start_worker(
     env: Mapping[str, str] | None = None, **options: object
 ) -> subprocess.Popen[bytes]:
     """Start a worker in its own process group, so stopping it also stops its pool."""
+    base = dict(env) if env is not None else dict(os.environ)
+    settings = Settings.model_validate(
+        {k.removeprefix("IMGGEN_").lower(): v for k, v in base.items() if k.startswith("IMGGEN_")}
+    )
     return subprocess.Popen(
         worker_argv(**options),  # type: ignore[arg-type]
-        env=dict(env) if env is not None else None,
+        env=worker_environment(settings, base),
         start_new_session=True,
     )
 

@@ -11,14 +11,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from celery import Task
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from imggen.errors import StageAborted
-from producer.db import session_scope
+from producer.db import in_transaction, session_scope
 from producer.outbox import publish_pending
 from producer.spec import JobSpec
 from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
@@ -27,11 +24,9 @@ from worker.runtime import Runtime, get_runtime
 from worker.stages import STAGE_FUNCTIONS, StageContext
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Progress is written at most this often: each write is a transaction.
 PROGRESS_INTERVAL_S = 0.25
-DB_RETRIES = 3
 
 
 def run_stage(task: Task, stage: str, job_id: str) -> str:
@@ -92,20 +87,6 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         except Exception:  # noqa: BLE001 - the relay will send it
             log.warning("job %s: %s message left to the relay", job_id, following, exc_info=True)
     return "succeeded"
-
-
-def in_transaction(db: str, work: Callable[[Session], T]) -> T:
-    """Run ``work`` in a transaction, again if the connection dropped (database restart, kill)."""
-    for attempt in range(1, DB_RETRIES + 1):
-        try:
-            with session_scope(db) as session:
-                return work(session)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated or attempt == DB_RETRIES:
-                raise
-            log.warning("database connection lost, retrying (%d/%d)", attempt, DB_RETRIES)
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
 
 
 @contextmanager

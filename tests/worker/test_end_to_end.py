@@ -172,3 +172,37 @@ def test_cli_submit_wait_status_cancel(deployment: Deployment) -> None:
     assert bad.returncode == 2 and "width" in bad.stderr
     unknown = run("status", "0" * 32)
     assert unknown.returncode == 1 and "no job" in unknown.stderr
+
+
+class _Exploit:
+    """Unpickling this runs a shell command: what a pickle message injected into a queue does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_message_injected_into_a_queue_is_refused(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    from producer.pipeline import queue_name, task_name
+    from producer.queue import producer_app
+
+    marker = tmp_path / "pwned"
+    producer_app(deployment.settings).send_task(
+        task_name("expand"),
+        args=[_Exploit(marker)],
+        queue=queue_name("expand"),
+        serializer="pickle",
+    )
+    # A job sent after it succeeds, so the worker has been past the injected message.
+    assert (
+        deployment.client.submit("after the attack", **SMALL).wait(timeout=WAIT_S)["status"]
+        == "succeeded"
+    )
+    assert not marker.exists()
+    assert deployment.queued_messages() == 0

@@ -1,0 +1,109 @@
+"""The chaos suite, reduced for CI: faults under load, then the promise is checked.
+
+``python -m bench.chaos`` runs the same scenarios at full size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos import scenarios
+from tests.chaos.harness import Cluster
+from tests.conftest import POSTGRES_ADMIN_URL, RedisServer, postgres_database
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture()
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own: scenarios stop and restart it."""
+    if __import__("shutil").which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def cluster_factory(tmp_path: Path, tiny_model_dir: Path, redis_server: RedisServer) -> Iterator:  # type: ignore[type-arg]
+    clusters: list[Cluster] = []
+    with postgres_database() as database_url:
+
+        def make(**extra: str) -> Cluster:
+            cluster = Cluster(
+                tmp_path / f"c{len(clusters)}",
+                tiny_model_dir,
+                database_url,
+                redis_server.url,
+                **extra,
+            )
+            clusters.append(cluster)
+            return cluster
+
+        yield make
+        for cluster in clusters:
+            cluster.stop()
+
+
+def test_killing_pool_processes_mid_stage(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    outcome = scenarios.kill_pool_processes(cluster_factory(), jobs=40, kills=5)
+    outcome.assert_clean()
+
+
+def test_killing_the_whole_worker(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    outcome = scenarios.kill_whole_worker(cluster_factory(), jobs=20, kills=2)
+    outcome.assert_clean()
+
+
+def test_redis_restart_and_outage_during_submissions(
+    cluster_factory, redis_server: RedisServer
+) -> None:  # type: ignore[no-untyped-def]
+    outcome = scenarios.restart_redis(cluster_factory(), redis_server, jobs=20, down_s=3)
+    outcome.assert_clean()
+
+
+def test_database_connections_killed_mid_load(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    outcome = scenarios.terminate_database_connections(
+        cluster_factory(), POSTGRES_ADMIN_URL, jobs=20, rounds=3
+    )
+    outcome.assert_clean()
+
+
+def test_every_message_delivered_twice(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    outcome, publishes = scenarios.duplicate_every_message(cluster_factory(), jobs=10)
+    outcome.assert_clean()
+    assert len(publishes) == 10 * 5 and set(publishes.values()) == {1}, publishes
+
+
+def test_a_stage_longer_than_the_visibility_timeout_runs_once(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster = cluster_factory(broker_visibility_timeout_seconds="2")
+    outcome = scenarios.stage_longer_than_visibility_timeout(cluster)
+    outcome.assert_clean()
+    # Redelivered while running, it was fenced off by the lease: one attempt, not two.
+    stages = cluster.client.view(cluster_job_id(cluster))["stages"]
+    assert all(stage["attempts"] == 1 for stage in stages), stages
+
+
+def test_warm_shutdown_hands_the_stage_back(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster = cluster_factory(worker_soft_shutdown_seconds="1")
+    outcome = scenarios.warm_shutdown_mid_stage(cluster)
+    outcome.assert_clean()
+    denoise = next(
+        s for s in cluster.client.view(cluster_job_id(cluster))["stages"] if s["stage"] == "denoise"
+    )
+    assert denoise["attempts"] == 2, denoise  # stopped on the first worker, finished on the second
+
+
+def cluster_job_id(cluster: Cluster) -> str:
+    from sqlalchemy import select
+
+    from producer.db import in_transaction
+    from producer.models import Job
+
+    return str(
+        in_transaction(cluster.settings.resolved_database_url, lambda s: s.scalar(select(Job.id)))
+    )
