@@ -227,3 +227,39 @@ def _print_summary(info: dict[str, Any]) -> None:
         scores = ", ".join(f"{k}={v:.3g}" for k, v in image["metrics"].items())
         discarded = " (discarded)" if image["discarded"] else ""
         out.print(f"  image {image['index']}{discarded}: {image['uri']}  {scores}", highlight=False)
+
+
+keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def create_key(name: Annotated[str, typer.Argument(help="Who or what the key is for.")]) -> None:
+    """Make an API key and print it. It is shown this once: only its hash is stored."""
+    from producer.db import session_scope
+    from producer.keys import create_key as make
+    from producer.settings import get_settings
+
+    with session_scope(get_settings().resolved_database_url) as session:
+        _, key = make(session, name)
+    out.print(key, highlight=False)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="API processes.")] = 1,
+    print_openapi: Annotated[
+        bool, typer.Option("--openapi", help="Print the OpenAPI spec, exit.")
+    ] = False,
+) -> None:
+    """Serve the HTTP API (FastAPI under uvicorn)."""
+    if print_openapi:
+        from producer.api import create_app
+
+        _print_json(create_app().openapi())
+        return
+    import uvicorn
+
+    uvicorn.run("producer.api:create_app", factory=True, host=host, port=port, workers=workers)

@@ -11,12 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from producer.artifacts import ArtifactStore, job_key
 from producer.db import in_transaction, session_scope
 from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
 from producer.images import InputImage, validate_input_image
 from producer.jobs import cancel_job, create_job, get_job, job_view, new_job_id
-from producer.models import TERMINAL, JobStatus
+from producer.models import TERMINAL, Job, JobStatus
 from producer.outbox import publish_pending
 from producer.queue import producer_app
 from producer.settings import Settings, get_settings
@@ -34,7 +37,13 @@ class Client:
         self._db_url = self.settings.resolved_database_url
 
     def submit(
-        self, prompt: str | None = None, *, image: bytes | str | Path | None = None, **fields: Any
+        self,
+        prompt: str | None = None,
+        *,
+        image: bytes | str | Path | None = None,
+        owner_key_id: int | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
     ) -> JobHandle:
         """Validate, record and enqueue one job.
 
@@ -46,18 +55,34 @@ class Client:
             fields["prompt"] = prompt
         fields["has_input_image"] = image is not None
         spec = validate_spec(fields)
-        if image is None:
-            return self.submit_spec(spec)
-        data = image if isinstance(image, bytes) else _read_image_file(image)
-        checked = validate_input_image(
-            data,
-            max_bytes=self.settings.max_input_image_bytes,
-            max_pixels=self.settings.max_input_image_pixels,
+        checked = None
+        if image is not None:
+            checked = validate_input_image(
+                image if isinstance(image, bytes) else _read_image_file(image),
+                max_bytes=self.settings.max_input_image_bytes,
+                max_pixels=self.settings.max_input_image_pixels,
+            )
+        return self.submit_spec(
+            spec, checked, owner_key_id=owner_key_id, idempotency_key=idempotency_key
         )
-        return self.submit_spec(spec, checked)
 
-    def submit_spec(self, spec: JobSpec, image: InputImage | None = None) -> JobHandle:
-        """Record and enqueue an already validated spec (and its validated input image)."""
+    def submit_spec(
+        self,
+        spec: JobSpec,
+        image: InputImage | None = None,
+        *,
+        owner_key_id: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobHandle:
+        """Record and enqueue an already validated spec (and its validated input image).
+
+        With an ``idempotency_key``, a second call with the same key (and owner) returns the
+        job the first one made instead of making another.
+        """
+        if idempotency_key is not None:
+            earlier = self.idempotent_job(owner_key_id, idempotency_key)
+            if earlier is not None:
+                return JobHandle(self, earlier, replayed=True)
         model = spec.model or self.settings.default_model
         job_id = new_job_id()
         image_uri = None
@@ -65,9 +90,26 @@ class Client:
             # The name comes from the job id, never from the user.
             key = job_key(job_id, f"input.{image.format}")
             image_uri = self.store.put(key, image.data)
-        with session_scope(self._db_url) as session:
-            # The job, its stages and its first message, in one transaction.
-            create_job(session, spec, model, job_id=job_id, input_image_uri=image_uri)
+        try:
+            with session_scope(self._db_url) as session:
+                # The job, its stages and its first message, in one transaction.
+                create_job(
+                    session,
+                    spec,
+                    model,
+                    job_id=job_id,
+                    input_image_uri=image_uri,
+                    owner_key_id=owner_key_id,
+                    idempotency_key=idempotency_key,
+                )
+        except IntegrityError:
+            # A concurrent request with the same idempotency key won the race: return its job.
+            if idempotency_key is None:
+                raise
+            earlier = self.idempotent_job(owner_key_id, idempotency_key)
+            if earlier is None:
+                raise
+            return JobHandle(self, earlier, replayed=True)
         # Publish now if the broker answers; if not, the job is safe in SQL and the relay
         # (run by every worker) sends it when the broker is back.
         try:
@@ -75,6 +117,10 @@ class Client:
         except Exception:  # noqa: BLE001 - a broker or database hiccup after the commit
             log.warning("job %s recorded; its message waits in the outbox", job_id, exc_info=True)
         return JobHandle(self, job_id)
+
+    def idempotent_job(self, owner_key_id: int | None, key: str) -> str | None:
+        query = select(Job.id).where(Job.owner_key_id == owner_key_id, Job.idempotency_key == key)
+        return in_transaction(self._db_url, lambda session: session.scalar(query))
 
     @property
     def store(self) -> ArtifactStore:
@@ -101,9 +147,10 @@ def _read_image_file(path: str | Path) -> bytes:
 class JobHandle:
     """One submitted job, as seen from the producer side."""
 
-    def __init__(self, client: Client, job_id: str) -> None:
+    def __init__(self, client: Client, job_id: str, *, replayed: bool = False) -> None:
         self.client = client
         self.id = job_id
+        self.replayed = replayed  # returned for a repeated idempotency key
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r})"

@@ -7,6 +7,7 @@ whatever races (cancel against a finishing stage, two workers on one stage).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,6 +26,7 @@ from producer.models import (
 from producer.outbox import add_message
 from producer.pipeline import STAGES
 from producer.spec import JobSpec
+from producer.webhooks import add_delivery
 
 
 def new_job_id() -> str:
@@ -38,12 +40,16 @@ def create_job(
     *,
     job_id: str | None = None,
     input_image_uri: str | None = None,
+    owner_key_id: int | None = None,
+    idempotency_key: str | None = None,
 ) -> Job:
     """Insert a queued job and one row per stage; the first stage is marked queued."""
     now = utcnow()
     job = Job(
         id=job_id or new_job_id(),
         input_image_uri=input_image_uri,
+        owner_key_id=owner_key_id,
+        idempotency_key=idempotency_key,
         status=JobStatus.QUEUED.value,
         spec=spec.model_dump(mode="json"),
         model=model,
@@ -82,7 +88,10 @@ def get_job(session: Session, job_id: str, *, full: bool = False) -> Job:
 
 
 def finish_job(session: Session, job_id: str, status: JobStatus, error: str | None = None) -> bool:
-    """Move an active job to a terminal ``status``; False if it already was terminal."""
+    """Move an active job to a terminal ``status``; False if it already was terminal.
+
+    Its webhook, if it asked for one, is queued in the same transaction.
+    """
     now = utcnow()
     result = session.execute(
         update(Job)
@@ -90,7 +99,12 @@ def finish_job(session: Session, job_id: str, status: JobStatus, error: str | No
         .values(status=status.value, error=error, finished_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.expire_all()  # the UPDATE bypassed the session: read the job afresh
+    job = get_job(session, job_id, full=True)
+    add_delivery(session, job, "job.finished", job_view(job))
+    return True
 
 
 def cancel_job(session: Session, job_id: str) -> bool:
@@ -144,3 +158,32 @@ def job_view(job: Job) -> dict[str, Any]:
             for image in job.images
         ],
     }
+
+
+def list_jobs(
+    session: Session,
+    *,
+    owner_key_id: int | None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: tuple[datetime, str] | None = None,
+) -> tuple[list[Job], tuple[datetime, str] | None]:
+    """A page of the owner's jobs, newest first, and the cursor of the next page (or None)."""
+    query = (
+        select(Job)
+        .where(Job.owner_key_id == owner_key_id)
+        .options(selectinload(Job.stage_runs), selectinload(Job.images).selectinload(Image.metrics))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit + 1)
+    )
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor is not None:
+        created, last_id = cursor
+        query = query.where(
+            (Job.created_at < created) | ((Job.created_at == created) & (Job.id < last_id))
+        )
+    jobs = list(session.scalars(query).all())
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, ((jobs[-1].created_at, jobs[-1].id) if more and jobs else None)

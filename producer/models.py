@@ -71,8 +71,25 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
+class ApiKey(Base):
+    """A key for the HTTP API. Only a hash of the key is kept; the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in listings, to tell keys apart
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
 class Job(Base):
     __tablename__ = "jobs"
+    # A retried POST with the same Idempotency-Key finds the job the first one made.
+    __table_args__ = (
+        UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -82,6 +99,10 @@ class Job(Base):
     expanded_prompt: Mapped[str | None] = mapped_column(Text)
     caption: Mapped[str | None] = mapped_column(Text)
     input_image_uri: Mapped[str | None] = mapped_column(Text)
+    owner_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", name="fk_jobs_owner_key_id"), index=True
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     seed: Mapped[int] = mapped_column(BigInteger)
     stage: Mapped[str | None] = mapped_column(String(16))
     progress_step: Mapped[int | None] = mapped_column(Integer)
@@ -177,3 +198,42 @@ class OutboxMessage(Base):
     available_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """A callback to POST (durable outbox): retried with backoff until the receiver accepts it."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # the exact bytes that are signed and sent
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="delivery", cascade="all, delete-orphan", order_by="WebhookAttempt.id"
+    )
+
+
+class WebhookAttempt(Base):
+    """One try at delivering a webhook, kept for the record."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+    delivery: Mapped[WebhookDelivery] = relationship(back_populates="attempt_log")

@@ -60,6 +60,21 @@ class Settings(BaseSettings):
     max_input_image_pixels: int = 4096 * 4096
     """Most pixels (width x height) an input image may declare; more is a decompression bomb."""
 
+    redis_url: str | None = None
+    """Redis for API quotas and job events; default the broker when that is Redis."""
+
+    webhook_secret: str | None = None
+    """Key that signs webhook bodies (HMAC-SHA256); webhooks are not sent without one."""
+
+    webhook_max_attempts: int = 20
+    """Deliveries given up after this many tries (backoff doubles up to 10 minutes)."""
+
+    api_submissions_per_minute: int = 120
+    """Per API key, across every API process."""
+
+    api_max_in_flight: int = 100
+    """Per API key: jobs queued or running at once."""
+
     device: str = "auto"
     """Worker device for the models: ``auto`` (CUDA when present), ``cpu``, ``cuda:1``…"""
 
@@ -115,6 +130,13 @@ class Settings(BaseSettings):
     @property
     def default_model(self) -> str:
         return self.model or "tiny"
+
+    @property
+    def resolved_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        broker = self.resolved_broker_url
+        return broker if broker.startswith(("redis://", "rediss://")) else None
 
     def expand_words(self) -> list[str] | None:
         if self.expand_words_file is None:

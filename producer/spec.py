@@ -6,7 +6,8 @@ The same model is read back by the worker (from the job row's JSON), so the rule
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -56,6 +57,8 @@ class JobSpec(BaseModel):
     strength: float = Field(default=0.75, gt=0.0, le=1.0)
     keep_best: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
     rank_by: str = "clip_score"
+    callback_url: str | None = Field(default=None, max_length=2000)
+    callback_events: Literal["terminal", "all"] = "terminal"
 
     @field_validator("prompt")
     @classmethod
@@ -74,6 +77,16 @@ class JobSpec(BaseModel):
     def _known_metric(cls, value: str) -> str:
         if value not in RANKABLE_METRICS:
             raise ValueError(f"must be one of {', '.join(sorted(RANKABLE_METRICS))}")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("must be an http or https URL")
         return value
 
     @field_validator("keep_best")

@@ -23,6 +23,7 @@ from producer.jobs import finish_job
 from producer.models import ACTIVE, Job, JobStatus, StageRun, StageStatus, utcnow
 from producer.outbox import add_message
 from producer.pipeline import STAGES, next_stage
+from producer.webhooks import add_delivery
 
 _ACTIVE_VALUES = [status.value for status in ACTIVE]
 
@@ -165,6 +166,7 @@ def commit_stage(
     run.error = run.error_kind = None
     if persist is not None:
         persist(session, job)
+    add_delivery(session, job, "job.stage", {"id": job_id, "stage": stage, "status": "succeeded"})
     following = next_stage(stage)
     if following is None:
         session.flush()

@@ -16,6 +16,7 @@ from celery import Task
 
 from imggen.errors import StageAborted
 from producer.db import in_transaction, session_scope
+from producer.events import notify
 from producer.outbox import publish_pending
 from producer.spec import JobSpec
 from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
@@ -46,6 +47,7 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
             max_attempts=settings.stage_max_attempts,
         ),
     )
+    notify(settings.resolved_redis_url, job_id)
     if claim.outcome is ClaimOutcome.BUSY:
         # A live lease elsewhere: look again when it would have expired, without an attempt.
         raise task.retry(countdown=claim.retry_in, max_retries=None)
@@ -81,6 +83,7 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         db,
         lambda session: commit_stage(session, job_id, stage, token, result.output, result.persist),
     )
+    notify(settings.resolved_redis_url, job_id)
     if following is not None:
         try:
             publish_pending(db, task.app, job_id=job_id)
@@ -141,6 +144,7 @@ def _progress_reporter(
                 progress_total=total,
             ),
         )
+        notify(settings.resolved_redis_url, job_id)
         if not alive:
             raise StageAborted(f"job {job_id} {stage}: canceled or lease lost")
 
@@ -170,6 +174,7 @@ def _handle_failure(
             session, job_id, stage, token, kind.value, message, final=final
         ),
     )
+    notify(settings.resolved_redis_url, job_id)
     if final:
         return "failed"
     raise task.retry(countdown=backoff_seconds(attempt), max_retries=None, exc=exc)

@@ -6,8 +6,10 @@ Each pass:
 1. publishes outbox messages that the fast path missed (broker down at commit, process died);
 2. re-sends stages whose lease expired while running (the worker was killed, its message was
    acked by a hard time limit, or lost with an embedded broker);
-3. re-sends queued stages whose message was sent long ago and never claimed (a broker restart
-   that lost its queues).
+3. re-sends queued stages whose message was sent long ago and never claimed, when their queue
+   in the broker is empty (a broker restart that lost its queues). A stage waiting behind others
+   in a deep queue is left alone;
+4. POSTs due webhooks.
 
 Several sweepers may run at once: a message sent twice is harmless, the stage claim decides.
 """
@@ -25,7 +27,9 @@ from sqlalchemy import select
 from producer.db import session_scope
 from producer.models import ACTIVE, Job, OutboxMessage, StageRun, StageStatus, utcnow
 from producer.outbox import add_message, publish_pending
+from producer.pipeline import STAGES, queue_name
 from producer.settings import Settings
+from producer.webhooks import deliver_due
 
 log = logging.getLogger(__name__)
 _ACTIVE = [status.value for status in ACTIVE]
@@ -36,6 +40,7 @@ class SweepReport:
     published: int = 0
     expired_leases: int = 0
     stale_queued: int = 0
+    webhooks: int = 0
 
 
 class Sweeper:
@@ -58,12 +63,19 @@ class Sweeper:
             )
             expired = session.scalars(
                 active_stage.where(
-                    StageRun.status == StageStatus.RUNNING.value, StageRun.lease_expires_at < now
+                    StageRun.status == StageStatus.RUNNING.value,
+                    StageRun.lease_expires_at < now,
+                    # Once per expiry: not again while that re-sent message waits in the queue.
+                    StageRun.sent_at.is_(None)
+                    | (StageRun.sent_at < StageRun.lease_expires_at)
+                    | (StageRun.sent_at < stale_before),
                 ).limit(500)
             ).all()
+            empty_queues = self._empty_stage_queues()
             stale = session.scalars(
                 active_stage.where(
                     StageRun.status == StageStatus.QUEUED.value,
+                    StageRun.stage.in_(empty_queues),
                     StageRun.sent_at.is_not(None),
                     StageRun.sent_at < stale_before,
                 ).limit(500)
@@ -75,9 +87,27 @@ class Sweeper:
         report.published = publish_pending(
             self.db, self.app, min_age_s=self.settings.relay_grace_seconds
         )
+        report.webhooks = deliver_due(
+            self.db, self.settings.webhook_secret, self.settings.webhook_max_attempts
+        )
         if report.expired_leases or report.stale_queued:
             log.warning("sweeper: re-sent %s", report)
         return report
+
+    def _empty_stage_queues(self) -> list[str]:
+        """Stages whose broker queue holds no message (none if the broker cannot be asked)."""
+        empty = []
+        try:
+            with self.app.connection_for_write() as connection:
+                channel = connection.default_channel
+                for stage in STAGES:
+                    declared = channel.queue_declare(queue_name(stage))
+                    if declared.message_count == 0:
+                        empty.append(stage)
+        except Exception:  # noqa: BLE001 - broker down: nothing can be judged lost now
+            log.info("sweeper: broker queues unreadable", exc_info=True)
+            return []
+        return empty
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.wait(self.settings.sweep_interval_seconds):

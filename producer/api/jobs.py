@@ -1,0 +1,304 @@
+"""The /v1/jobs resource: submit, list, read, cancel, images, and a stream of events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import UploadFile
+
+from producer.api.deps import ApiClient, ApiSettings, CurrentKey
+from producer.api.schemas import JobList, JobView
+from producer.artifacts import ArtifactStore
+from producer.db import in_transaction
+from producer.errors import InvalidJobSpec, JobNotFound
+from producer.events import changes, notify
+from producer.jobs import get_job, job_view, list_jobs
+from producer.models import TERMINAL, JobStatus
+from producer.quotas import check_quota
+from producer.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_TERMINAL = {s.value for s in TERMINAL}
+_REQUEST_FIELDS = {
+    k: v for k, v in JobSpec.model_json_schema()["properties"].items() if k != "has_input_image"
+}
+_JOB_REQUEST = {"type": "object", "properties": _REQUEST_FIELDS, "additionalProperties": False}
+
+SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _JOB_REQUEST},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "spec": {
+                            "type": "string",
+                            "description": "The job, as JSON (see application/json).",
+                        },
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "PNG, JPEG or WebP.",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _unprocessable(errors: dict[str, str]) -> HTTPException:
+    """422 naming each bad field, in FastAPI's own error shape."""
+    detail = [
+        {"loc": ["body", field], "msg": reason, "type": "value_error"}
+        for field, reason in errors.items()
+    ]
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+
+
+def _view(request: Request, job: dict[str, Any]) -> dict[str, Any]:
+    base = str(request.url_for("get_job", job_id=job["id"]))
+    for image in job["images"]:
+        image["url"] = f"{base}/images/{image['index']}"
+    job["urls"] = {
+        "self": base,
+        "events": f"{base}/events",
+        "images": [i["url"] for i in job["images"]],
+    }
+    return job
+
+
+def _owned(client: ApiClient, key: CurrentKey, job_id: str) -> dict[str, Any]:
+    """The job if it exists and belongs to ``key``; 404 otherwise, even for others' jobs."""
+
+    def read(session: Any) -> dict[str, Any] | None:
+        job = get_job(session, job_id, full=True)
+        return job_view(job) if job.owner_key_id == key.id else None
+
+    try:
+        view = in_transaction(client.settings.resolved_database_url, read)
+    except JobNotFound:
+        view = None
+    if view is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
+    return view
+
+
+async def _read_submission(request: Request) -> tuple[dict[str, Any], bytes | None]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        raw, upload = form.get("spec"), form.get("image")
+        if not isinstance(raw, str):
+            raise _unprocessable(
+                {"spec": "a multipart request needs a 'spec' field with the job as JSON"}
+            )
+        image = await upload.read() if isinstance(upload, UploadFile) else None
+    else:
+        raw, image = (await request.body()).decode("utf-8", "replace"), None
+    try:
+        fields = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _unprocessable({"body": f"not valid JSON: {exc.msg}"}) from None
+    if not isinstance(fields, dict):
+        raise _unprocessable({"body": "must be a JSON object"})
+    return fields, image
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobView,
+    openapi_extra=SUBMIT_BODY,
+    responses={
+        422: {"description": "A field is invalid; nothing was written."},
+        429: {"description": "Over quota."},
+    },
+)
+async def submit_job(
+    request: Request,
+    key: CurrentKey,
+    client: ApiClient,
+    settings: ApiSettings,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    """Submit a job (JSON; multipart with an `image` for image-to-image). Returns at once."""
+    fields, image = await _read_submission(request)
+    if "has_input_image" in fields:
+        raise _unprocessable({"has_input_image": "set by the server from the uploaded image"})
+
+    def quota(session: Any) -> Any:
+        return check_quota(
+            session,
+            key.id,
+            redis_url=settings.resolved_redis_url,
+            per_minute=settings.api_submissions_per_minute,
+            max_in_flight=settings.api_max_in_flight,
+        )
+
+    if idempotency_key is None or client.idempotent_job(key.id, idempotency_key) is None:
+        exceeded = await run_in_threadpool(in_transaction, settings.resolved_database_url, quota)
+        if exceeded is not None:
+            return JSONResponse(
+                {"detail": exceeded.reason},
+                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(exceeded.retry_after_s)},
+            )
+    try:
+        handle = await run_in_threadpool(
+            lambda: client.submit(
+                image=image, owner_key_id=key.id, idempotency_key=idempotency_key, **fields
+            )
+        )
+    except InvalidJobSpec as exc:
+        raise _unprocessable(exc.errors) from None
+    except TypeError:  # a field name that is not a Python identifier
+        raise _unprocessable({"body": "unknown fields"}) from None
+    view = _view(request, await run_in_threadpool(_owned, client, key, handle.id))
+    headers = {"Location": view["urls"]["self"]}
+    if handle.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(view, status_code=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": ["query", "cursor"],
+                    "msg": "not a cursor from this API",
+                    "type": "value_error",
+                }
+            ],
+        ) from None
+
+
+@router.get("", response_model=JobList)
+async def list_my_jobs(
+    request: Request,
+    key: CurrentKey,
+    client: ApiClient,
+    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    after = _decode_cursor(cursor) if cursor else None
+
+    def read(session: Any) -> tuple[list[dict[str, Any]], str | None]:
+        jobs, following = list_jobs(
+            session,
+            owner_key_id=key.id,
+            status=job_status.value if job_status else None,
+            limit=limit,
+            cursor=after,
+        )
+        token = None
+        if following is not None:
+            token = base64.urlsafe_b64encode(
+                f"{following[0].isoformat()}|{following[1]}".encode()
+            ).decode()
+        return [job_view(job) for job in jobs], token
+
+    views, token = await run_in_threadpool(
+        in_transaction, client.settings.resolved_database_url, read
+    )
+    return {"jobs": [_view(request, view) for view in views], "next_cursor": token}
+
+
+@router.get(
+    "/{job_id}",
+    name="get_job",
+    response_model=JobView,
+    responses={404: {"description": "No such job."}},
+)
+async def get_job_route(request: Request, job_id: str, key: CurrentKey, client: ApiClient) -> Any:
+    """One job: status, stage, progress, stages, images with their metrics."""
+    return _view(request, await run_in_threadpool(_owned, client, key, job_id))
+
+
+@router.delete(
+    "/{job_id}", response_model=JobView, responses={404: {"description": "No such job."}}
+)
+async def cancel_job(
+    request: Request, job_id: str, key: CurrentKey, client: ApiClient, settings: ApiSettings
+) -> Any:
+    """Cancel: a queued job never starts; a running one stops at its next denoising step."""
+    await run_in_threadpool(_owned, client, key, job_id)
+    await run_in_threadpool(client.cancel, job_id)
+    notify(settings.resolved_redis_url, job_id)
+    return _view(request, await run_in_threadpool(_owned, client, key, job_id))
+
+
+@router.get(
+    "/{job_id}/images/{index}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"description": "No such job or image."}},
+)
+async def get_image(job_id: str, index: int, key: CurrentKey, client: ApiClient) -> Response:
+    """The PNG of image `index` of a job."""
+    view = await run_in_threadpool(_owned, client, key, job_id)
+    image = next((i for i in view["images"] if i["index"] == index), None)
+    if image is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} has no image {index}")
+    store = ArtifactStore(client.settings.resolved_artifacts_url)
+    return Response(await run_in_threadpool(store.get, image["uri"]), media_type="image/png")
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "No such job."}},
+)
+async def job_events(
+    request: Request, job_id: str, key: CurrentKey, client: ApiClient, settings: ApiSettings
+) -> StreamingResponse:
+    """Server-Sent Events: `state` on each stage or status change, `progress` for denoising steps
+    (step k of n), and `end` with the whole job once it is terminal. A client that reconnects
+    first gets the current state."""
+    await run_in_threadpool(_owned, client, key, job_id)
+
+    async def stream() -> AsyncIterator[str]:
+        last: tuple[Any, ...] | None = None
+        async for _ in changes(settings.resolved_redis_url, job_id):
+            if await request.is_disconnected():
+                return
+            view = _view(request, await run_in_threadpool(_owned, client, key, job_id))
+            state = (view["status"], view["stage"])
+            progress = view["progress"]
+            if view["status"] in _TERMINAL:
+                yield f"event: end\ndata: {json.dumps(view)}\n\n"
+                return
+            if last is None or state != last[:2]:
+                data = {
+                    "id": job_id,
+                    "status": view["status"],
+                    "stage": view["stage"],
+                    "progress": progress,
+                }
+                yield f"event: state\ndata: {json.dumps(data)}\n\n"
+            elif progress["step"] != last[2]:
+                data = {"id": job_id, "stage": view["stage"], **progress}
+                yield f"event: progress\ndata: {json.dumps(data)}\n\n"
+            last = (*state, progress["step"])
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )

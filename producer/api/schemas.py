@@ -1,0 +1,68 @@
+"""What the HTTP API returns, as documented in its OpenAPI spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class Progress(BaseModel):
+    step: int | None
+    total: int | None
+
+
+class StageView(BaseModel):
+    stage: str
+    status: str
+    attempts: int
+    duration_s: float | None
+    error: str | None
+    error_kind: str | None
+    notes: list[str]
+
+
+class ImageView(BaseModel):
+    index: int
+    uri: str
+    seed: int
+    width: int
+    height: int
+    discarded: bool
+    metrics: dict[str, float]
+    url: str | None = None
+
+
+class JobUrls(BaseModel):
+    self: str
+    events: str
+    images: list[str]
+
+
+class JobView(BaseModel):
+    id: str
+    status: str
+    stage: str | None
+    progress: Progress
+    model: str
+    prompt: str | None
+    expanded_prompt: str | None
+    caption: str | None
+    input_image: str | None
+    spec: dict[str, Any]
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    stages: list[StageView]
+    images: list[ImageView]
+    urls: JobUrls | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: str

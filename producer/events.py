@@ -1,0 +1,56 @@
+"""Job change notifications across processes: workers publish, API processes wait.
+
+A notification carries no state: it says "job X changed", and the listener reads the job from
+SQL. So a missed or duplicated notification costs nothing but latency, a client that reconnects
+gets the current state, and without Redis (the embedded default) listeners fall back to polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from functools import lru_cache
+
+import redis
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5  # without Redis, or as a safety net for a notification lost in transit
+
+
+def channel(job_id: str) -> str:
+    return f"imggen:job:{job_id}"
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def notify(redis_url: str | None, job_id: str) -> None:
+    """Tell listeners that ``job_id`` changed; best effort (they poll as well)."""
+    if redis_url is None:
+        return
+    try:
+        _client(redis_url).publish(channel(job_id), b"changed")
+    except redis.RedisError:
+        log.debug("job event for %s not published", job_id, exc_info=True)
+
+
+async def changes(redis_url: str | None, job_id: str) -> AsyncIterator[None]:
+    """Yield whenever ``job_id`` may have changed (on notification, or every POLL_S)."""
+    if redis_url is None:
+        while True:
+            yield
+            await asyncio.sleep(POLL_S)
+    client = aioredis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(channel(job_id))
+        while True:
+            yield
+            await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S * 4)
+    finally:
+        await pubsub.aclose()
+        await client.aclose()

@@ -1,0 +1,163 @@
+"""Over HTTP, end to end: a real API process, a real worker, Redis and PostgreSQL, and a webhook
+receiver that is down at first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from producer.db import in_transaction, session_scope
+from producer.keys import create_key
+from producer.models import WebhookDelivery
+from producer.webhooks import EVENT_HEADER, SIGNATURE_HEADER, verify_signature
+from tests.conftest import RedisServer, free_port, postgres_database
+from tests.worker.deployments import Deployment, make_deployment, with_worker
+
+pytestmark = pytest.mark.slow
+SECRET = "webhook-secret-for-tests"
+
+
+class Receiver(ThreadingHTTPServer):
+    """A webhook receiver that answers 503 to the first ``failures`` POSTs, then 204."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.received, self.refused = failures, [], 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.refused < receiver.failures:
+                    receiver.refused += 1
+                    self.send_response(503)
+                else:
+                    receiver.received.append((dict(self.headers), body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/imggen"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_server: RedisServer
+) -> Iterator[tuple[Deployment, str]]:
+    home = tmp_path_factory.mktemp("api-e2e")
+    with postgres_database() as database_url:
+        dep = make_deployment(
+            "api",
+            home,
+            tiny_model_dir,
+            database_url,
+            redis_server.url,
+            webhook_secret=SECRET,
+            sweep_interval_seconds="0.3",
+        )
+        for running in with_worker(dep):
+            port = free_port()
+            api = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
+                env=dep.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            base = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        if httpx.get(f"{base}/healthz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+                yield running, base
+            finally:
+                api.terminate()
+                api.wait(10)
+
+
+def test_post_follow_events_download_and_receive_the_signed_webhook(
+    stack: tuple[Deployment, str],
+) -> None:
+    dep, base = stack
+    with session_scope(dep.settings.resolved_database_url) as session:
+        _, key = create_key(session, "e2e")
+    auth = {"Authorization": f"Bearer {key}"}
+    receiver = Receiver(failures=2)
+    body = {
+        "prompt": "a red fox",
+        "n": 2,
+        "seed": 7,
+        "steps": 6,
+        "width": 64,
+        "height": 64,
+        "callback_url": receiver.url,
+    }
+
+    # 1. Submit over HTTP.
+    posted = httpx.post(f"{base}/v1/jobs", json=body, headers=auth | {"Idempotency-Key": "e2e-1"})
+    assert posted.status_code == 202, posted.text
+    job = posted.json()
+    again = httpx.post(f"{base}/v1/jobs", json=body, headers=auth | {"Idempotency-Key": "e2e-1"})
+    assert again.json()["id"] == job["id"]
+
+    # 2. Follow its events to the end.
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream("GET", job["urls"]["events"], headers=auth, timeout=120) as stream:
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind:
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "end" and events[-1][1]["status"] == "succeeded"
+    assert {"denoise", "score"} <= {data.get("stage") for kind, data in events if kind == "state"}
+    # A reconnecting client gets the current (terminal) state at once.
+    with httpx.stream("GET", job["urls"]["events"], headers=auth, timeout=30) as stream:
+        assert "event: end" in stream.read().decode()
+
+    # 3. Download an image.
+    final = events[-1][1]
+    image = httpx.get(final["images"][1]["url"], headers=auth)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == Path(final["images"][1]["uri"]).read_bytes()
+
+    # 4. The webhook arrives, signed, after two refused attempts, each one logged.
+    deadline = time.monotonic() + 60
+    while not receiver.received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert receiver.received, "no webhook delivered"
+    headers, payload = receiver.received[0]
+    verify_signature(payload, headers.get(SIGNATURE_HEADER), SECRET)
+    assert headers.get(EVENT_HEADER) == "job.finished"
+    assert json.loads(payload)["job"]["status"] == "succeeded"
+    delivery = in_transaction(
+        dep.settings.resolved_database_url,
+        lambda s: s.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.job_id == job["id"])
+        ).one(),
+    )
+    assert (delivery.status, delivery.attempts) == ("delivered", 3)
+    receiver.shutdown()
