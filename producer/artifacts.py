@@ -37,6 +37,15 @@ class ArtifactStore:
         self.fs.mv(temporary, path)
         return self.uri(key)
 
+    def exists(self, uri: str) -> bool:
+        fs, path = url_to_fs(uri)
+        return bool(fs.exists(path))
+
+    def delete(self, uri: str) -> None:
+        fs, path = url_to_fs(uri)
+        if fs.exists(path):
+            fs.rm(path)
+
     def get(self, uri: str) -> bytes:
         """Read back what ``put`` returned the URI of."""
         with fsspec.open(uri, "rb") as handle:

@@ -6,6 +6,8 @@ whatever races (cancel against a finishing stage, two workers on one stage).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,14 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def batch_key(spec: JobSpec, model: str) -> str:
+    """Jobs with the same key can share a denoising batch (same model, shape and schedule)."""
+    shape = [model, spec.width, spec.height, spec.steps, spec.guidance, spec.has_input_image]
+    if spec.has_input_image:
+        shape.append(spec.strength)
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()
+
+
 def create_job(
     session: Session,
     spec: JobSpec,
@@ -48,6 +58,7 @@ def create_job(
     job = Job(
         id=job_id or new_job_id(),
         input_image_uri=input_image_uri,
+        batch_key=batch_key(spec, model),
         owner_key_id=owner_key_id,
         idempotency_key=idempotency_key,
         status=JobStatus.QUEUED.value,

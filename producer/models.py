@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -99,6 +100,7 @@ class Job(Base):
     expanded_prompt: Mapped[str | None] = mapped_column(Text)
     caption: Mapped[str | None] = mapped_column(Text)
     input_image_uri: Mapped[str | None] = mapped_column(Text)
+    batch_key: Mapped[str | None] = mapped_column(String(64), index=True)
     owner_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_keys.id", name="fk_jobs_owner_key_id"), index=True
     )
@@ -237,3 +239,27 @@ class WebhookAttempt(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
 
     delivery: Mapped[WebhookDelivery] = relationship(back_populates="attempt_log")
+
+
+class LatentCacheEntry(Base):
+    """A cached latent: a final result (``exact``) or an intermediate one (``semantic``).
+
+    ``exact``: ``key`` hashes everything that decides one image (model, prompt after expansion,
+    negative prompt, seed, size, steps, guidance, scheduler): the same key, the same latents.
+    ``semantic``: ``key`` groups what must match for reuse (model, size, steps, guidance);
+    ``step`` says how many steps the latent has had, ``embedding`` the prompt it was drawn for.
+    """
+
+    __tablename__ = "latent_cache"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    latent_uri: Mapped[str] = mapped_column(Text)
+    source_job_id: Mapped[str | None] = mapped_column(String(32))
+    source_image: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)

@@ -75,6 +75,25 @@ class Settings(BaseSettings):
     api_max_in_flight: int = 100
     """Per API key: jobs queued or running at once."""
 
+    batch_max_images: int = 8
+    """Denoise compatible jobs together, up to this many images a batch (1: no batching)."""
+
+    batch_window_ms: float = 0.0
+    """When a batch is not full, wait this long once for more compatible jobs."""
+
+    exact_cache: bool = True
+    """Reuse the latents of an identical earlier image instead of denoising again."""
+
+    semantic_cache: bool = False
+    """Start from a cached intermediate latent of a similar prompt and skip steps (NIRVANA).
+    Changes results (a hit does not follow the job's seed), so it is opt-in per deployment."""
+
+    semantic_levels: list[tuple[float, float]] = [(0.98, 0.6), (0.95, 0.4), (0.9, 0.2)]
+    """(prompt similarity at least, fraction of the steps skipped), best first."""
+
+    cache_max_entries: int = 20000
+    """Cache rows kept; the least recently used are evicted beyond this."""
+
     device: str = "auto"
     """Worker device for the models: ``auto`` (CUDA when present), ``cpu``, ``cuda:1``…"""
 

@@ -57,6 +57,7 @@ class JobSpec(BaseModel):
     strength: float = Field(default=0.75, gt=0.0, le=1.0)
     keep_best: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
     rank_by: str = "clip_score"
+    cache: bool = True
     callback_url: str | None = Field(default=None, max_length=2000)
     callback_events: Literal["terminal", "all"] = "terminal"
 

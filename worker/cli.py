@@ -37,7 +37,8 @@ def worker(
     """Start a Celery worker that runs the pipeline stages (all stage queues by default)."""
     argv = worker_argv(queues.split(","), concurrency, pool, loglevel, hostname)
     # Replace this process: signals (SIGTERM for a warm shutdown) go straight to Celery.
-    os.execve(sys.executable, argv, worker_environment(get_settings(), os.environ))
+    soft_shutdown = get_settings().worker_soft_shutdown_seconds
+    os.execve(sys.executable, argv, worker_environment(soft_shutdown, os.environ))
 
 
 @app.command()

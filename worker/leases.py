@@ -118,6 +118,46 @@ def _why_not_claimed(
     return Claim(ClaimOutcome.BUSY, retry_in=max((expires - now).total_seconds(), 0.0) + 1.0)
 
 
+def claim_companions(
+    session: Session,
+    primary: Job,
+    stage: str,
+    *,
+    images: int,
+    lease_seconds: float,
+    max_attempts: int,
+) -> dict[str, Claim]:
+    """Claim other jobs queued for ``stage`` that can share a batch with ``primary``.
+
+    At most ``images`` images in all, oldest first. A job another worker claims first is
+    skipped (the conditional UPDATE in ``claim_stage`` decides).
+    """
+    candidates = session.execute(
+        select(StageRun.job_id, Job.spec)
+        .join(Job, Job.id == StageRun.job_id)
+        .where(
+            StageRun.stage == stage,
+            StageRun.status == StageStatus.QUEUED.value,
+            Job.batch_key == primary.batch_key,
+            Job.status.in_(_ACTIVE_VALUES),
+            Job.id != primary.id,
+        )
+        .order_by(StageRun.enqueued_at)
+        .limit(max(images, 0))
+    ).all()
+    claims: dict[str, Claim] = {}
+    for job_id, spec in candidates:
+        if spec["n"] > images:
+            continue
+        claim = claim_stage(
+            session, job_id, stage, lease_seconds=lease_seconds, max_attempts=max_attempts
+        )
+        if claim.outcome is ClaimOutcome.CLAIMED:
+            claims[job_id] = claim
+            images -= spec["n"]
+    return claims
+
+
 def renew_lease(
     session: Session, job_id: str, stage: str, token: str, lease_seconds: float, **progress: Any
 ) -> bool:

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from producer.pipeline import ALL_QUEUES
-from producer.settings import Settings
 
 
 def worker_argv(
@@ -44,7 +43,7 @@ def worker_argv(
     return argv
 
 
-def worker_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+def worker_environment(soft_shutdown_seconds: float, base: Mapping[str, str]) -> dict[str, str]:
     """The environment a worker process needs beyond ``base``.
 
     With a soft-shutdown window, SIGTERM must start Celery's cold shutdown path (billiard reads
@@ -52,7 +51,7 @@ def worker_environment(settings: Settings, base: Mapping[str, str]) -> dict[str,
     messages handed back, instead of holding the shutdown for as long as they take.
     """
     env = dict(base)
-    if settings.worker_soft_shutdown_seconds > 0:
+    if soft_shutdown_seconds > 0:
         env["REMAP_SIGTERM"] = "SIGQUIT"
     return env
 
@@ -62,12 +61,10 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """Start a worker in its own process group, so stopping it also stops its pool."""
     base = dict(env) if env is not None else dict(os.environ)
-    settings = Settings.model_validate(
-        {k.removeprefix("IMGGEN_").lower(): v for k, v in base.items() if k.startswith("IMGGEN_")}
-    )
+    soft_shutdown = float(base.get("IMGGEN_WORKER_SOFT_SHUTDOWN_SECONDS", "0"))
     return subprocess.Popen(
         worker_argv(**options),  # type: ignore[arg-type]
-        env=worker_environment(settings, base),
+        env=worker_environment(soft_shutdown, base),
         start_new_session=True,
     )
 

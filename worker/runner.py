@@ -13,21 +13,36 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from celery import Task
+from sqlalchemy.orm import Session
 
 from imggen.errors import StageAborted
 from producer.db import in_transaction, session_scope
 from producer.events import notify
 from producer.outbox import publish_pending
 from producer.spec import JobSpec
-from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
+from worker.denoising import denoise_jobs
+from worker.leases import (
+    Claim,
+    ClaimOutcome,
+    claim_companions,
+    claim_stage,
+    commit_stage,
+    record_failure,
+    renew_lease,
+)
 from worker.retry import FailureKind, backoff_seconds, classify
 from worker.runtime import Runtime, get_runtime
-from worker.stages import STAGE_FUNCTIONS, StageContext
+from worker.stages import STAGE_FUNCTIONS, StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
 # Progress is written at most this often: each write is a transaction.
 PROGRESS_INTERVAL_S = 0.25
+
+# Stages that run several compatible jobs at once.
+BATCHED_STAGES: dict[str, Callable[[list[StageContext]], dict[str, StageResult | StageAborted]]] = {
+    "denoise": denoise_jobs,
+}
 
 
 def run_stage(task: Task, stage: str, job_id: str) -> str:
@@ -54,47 +69,93 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
     if claim.outcome is not ClaimOutcome.CLAIMED:
         log.info("job %s %s: not run (%s)", job_id, stage, claim.outcome.value)
         return claim.outcome.value
-    assert claim.token is not None and claim.job is not None and claim.outputs is not None
-    token = claim.token
+    assert claim.job is not None
+    primary = claim.job
+    claims = {job_id: claim}
+    oom_before = claim.previous_error_kind == FailureKind.OOM.value
+    if stage in BATCHED_STAGES and settings.batch_max_images > 1 and not oom_before:
+        # Compatible jobs queued for the same stage join this run (their own messages, when
+        # they come, find the stage done). Each is claimed, leased and committed on its own.
+        room = settings.batch_max_images - JobSpec.model_validate(primary.spec).n
+        claims |= in_transaction(
+            db,
+            lambda session: claim_companions(
+                session,
+                primary,
+                stage,
+                images=room,
+                lease_seconds=settings.stage_lease_seconds,
+                max_attempts=settings.stage_max_attempts,
+            ),
+        )
+    contexts = [_context(runtime, jid, stage, c, oom_before) for jid, c in claims.items()]
+    tokens = {jid: c.token for jid, c in claims.items() if c.token is not None}
 
     # 2. Do the work under a heartbeat, reporting progress and watching for cancellation.
-    context = StageContext(
+    try:
+        with _heartbeat(runtime, stage, tokens):
+            results = _run(stage, contexts)
+    except Exception as exc:
+        for companion in contexts[1:]:
+            _record(runtime, companion.job_id, stage, tokens[companion.job_id], exc, final=False)
+        return _handle_failure(task, runtime, job_id, stage, tokens[job_id], claim.attempt, exc)
+
+    # 3. Commit each job under its lease (with its next stage's message), then publish.
+    outcome = "succeeded"
+    for jid, result in results.items():
+        if isinstance(result, StageAborted):
+            log.info("job %s %s: aborted (canceled or lease lost)", jid, stage)
+            outcome = "aborted" if jid == job_id else outcome
+            continue
+        following = in_transaction(db, _committer(jid, stage, tokens[jid], result))
+        notify(settings.resolved_redis_url, jid)
+        if following is not None:
+            try:
+                publish_pending(db, task.app, job_id=jid)
+            except Exception:  # noqa: BLE001 - the relay will send it
+                log.warning("job %s: %s message left to the relay", jid, following, exc_info=True)
+    return outcome
+
+
+def _committer(
+    job_id: str, stage: str, token: str, result: StageResult
+) -> Callable[[Session], str | None]:
+    def commit(session: Session) -> str | None:
+        return commit_stage(session, job_id, stage, token, result.output, result.persist)
+
+    return commit
+
+
+def _context(
+    runtime: Runtime, job_id: str, stage: str, claim: Claim, oom_before: bool
+) -> StageContext:
+    assert claim.token is not None and claim.job is not None and claim.outputs is not None
+    return StageContext(
         job_id=job_id,
         spec=JobSpec.model_validate(claim.job.spec),
         model=claim.job.model,
         input_image_uri=claim.job.input_image_uri,
         outputs=claim.outputs,
         runtime=runtime,
-        on_step=_progress_reporter(runtime, job_id, stage, token),
+        on_step=_progress_reporter(runtime, job_id, stage, claim.token),
         # After running out of accelerator memory, draw the images one at a time.
-        max_batch=1 if claim.previous_error_kind == FailureKind.OOM.value else None,
+        max_batch=1 if oom_before else None,
     )
-    try:
-        with _heartbeat(runtime, job_id, stage, token):
-            result = STAGE_FUNCTIONS[stage](context)
-    except StageAborted:
-        log.info("job %s %s: aborted (canceled or lease lost)", job_id, stage)
-        return "aborted"
-    except Exception as exc:
-        return _handle_failure(task, runtime, job_id, stage, token, claim.attempt, exc)
 
-    # 3. Commit under the lease (with the next stage's message), then publish that message.
-    following = in_transaction(
-        db,
-        lambda session: commit_stage(session, job_id, stage, token, result.output, result.persist),
-    )
-    notify(settings.resolved_redis_url, job_id)
-    if following is not None:
-        try:
-            publish_pending(db, task.app, job_id=job_id)
-        except Exception:  # noqa: BLE001 - the relay will send it
-            log.warning("job %s: %s message left to the relay", job_id, following, exc_info=True)
-    return "succeeded"
+
+def _run(stage: str, contexts: list[StageContext]) -> dict[str, StageResult | StageAborted]:
+    if stage in BATCHED_STAGES:
+        return BATCHED_STAGES[stage](contexts)
+    (context,) = contexts
+    try:
+        return {context.job_id: STAGE_FUNCTIONS[stage](context)}
+    except StageAborted as aborted:
+        return {context.job_id: aborted}
 
 
 @contextmanager
-def _heartbeat(runtime: Runtime, job_id: str, stage: str, token: str) -> Iterator[None]:
-    """Renew the lease every quarter of its length while the stage runs.
+def _heartbeat(runtime: Runtime, stage: str, tokens: dict[str, str]) -> Iterator[None]:
+    """Renew the leases (one per job) every quarter of their length while the stage runs.
 
     A stage that is alive keeps its lease however long it takes; a killed one loses it within
     one lease length, and the sweeper hands the stage to another worker.
@@ -105,13 +166,14 @@ def _heartbeat(runtime: Runtime, job_id: str, stage: str, token: str) -> Iterato
     def beat() -> None:
         while not stop.wait(settings.stage_lease_seconds / 4):
             try:
+                # Fenced out or canceled: renewal fails, and the progress check stops the work.
                 with session_scope(settings.resolved_database_url) as session:
-                    if not renew_lease(session, job_id, stage, token, settings.stage_lease_seconds):
-                        return  # fenced out or canceled: the progress check stops the work
+                    for job_id, token in tokens.items():
+                        renew_lease(session, job_id, stage, token, settings.stage_lease_seconds)
             except Exception:  # noqa: BLE001 - a lost connection: try again next beat
-                log.warning("lease heartbeat failed for job %s %s", job_id, stage, exc_info=True)
+                log.warning("lease heartbeat failed for %s", stage, exc_info=True)
 
-    thread = threading.Thread(target=beat, name=f"lease-{job_id[:8]}-{stage}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"lease-{stage}", daemon=True)
     thread.start()
     try:
         yield
@@ -151,30 +213,37 @@ def _progress_reporter(
     return on_step
 
 
+def _record(
+    runtime: Runtime, job_id: str, stage: str, token: str, exc: Exception, *, final: bool
+) -> None:
+    kind = classify(exc)
+    message = f"{type(exc).__name__}: {exc}"
+    in_transaction(
+        runtime.settings.resolved_database_url,
+        lambda session: record_failure(
+            session, job_id, stage, token, kind.value, message, final=final
+        ),
+    )
+    notify(runtime.settings.resolved_redis_url, job_id)
+
+
 def _handle_failure(
     task: Task, runtime: Runtime, job_id: str, stage: str, token: str, attempt: int, exc: Exception
 ) -> str:
-    settings = runtime.settings
     kind = classify(exc)
-    final = kind is FailureKind.INVALID or attempt >= settings.stage_max_attempts
-    message = f"{type(exc).__name__}: {exc}"
+    final = kind is FailureKind.INVALID or attempt >= runtime.settings.stage_max_attempts
     log.warning(
-        "job %s %s attempt %d failed (%s%s): %s\n%s",
+        "job %s %s attempt %d failed (%s%s): %s: %s\n%s",
         job_id,
         stage,
         attempt,
         kind.value,
         ", final" if final else "",
-        message,
+        type(exc).__name__,
+        exc,
         "".join(traceback.format_exception(exc)),
     )
-    in_transaction(
-        settings.resolved_database_url,
-        lambda session: record_failure(
-            session, job_id, stage, token, kind.value, message, final=final
-        ),
-    )
-    notify(settings.resolved_redis_url, job_id)
+    _record(runtime, job_id, stage, token, exc, final=final)
     if final:
         return "failed"
     raise task.retry(countdown=backoff_seconds(attempt), max_retries=None, exc=exc)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
@@ -104,37 +103,6 @@ def encode(ctx: StageContext) -> StageResult:
     return StageResult(output)
 
 
-def denoise(ctx: StageContext) -> StageResult:
-    parts = ctx.runtime.components(ctx.model)
-    encoded = ctx.outputs["encode"]
-    tensors = ctx.runtime.load_tensors(encoded["embeddings"])
-    image_latents = None
-    if "image_latents" in encoded:
-        image_latents = ctx.runtime.load_tensors(encoded["image_latents"])["latents"]
-    seeds = ctx.seeds()
-    batch = ctx.max_batch or len(seeds)
-    # Each image has its own generator, so splitting the batch does not change any image.
-    latents = torch.cat(
-        [
-            imggen.denoise(
-                parts,
-                imggen.PromptEmbeddings.from_tensors(tensors),
-                seeds=seeds[start : start + batch],
-                steps=ctx.spec.steps,
-                height=ctx.spec.height,
-                width=ctx.spec.width,
-                guidance=ctx.spec.guidance,
-                image_latents=image_latents,
-                strength=ctx.spec.strength,
-                on_step=ctx.on_step,
-            )
-            for start in range(0, len(seeds), batch)
-        ]
-    )
-    key = job_key(ctx.job_id, "latents.safetensors")
-    return StageResult({"latents": ctx.runtime.save_tensors(key, {"latents": latents})})
-
-
 def decode(ctx: StageContext) -> StageResult:
     parts = ctx.runtime.components(ctx.model)
     latents = ctx.runtime.load_tensors(ctx.outputs["denoise"]["latents"])["latents"]
@@ -205,7 +173,6 @@ def score(ctx: StageContext) -> StageResult:
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], StageResult]] = {
     "expand": expand,
     "encode": encode,
-    "denoise": denoise,
     "decode": decode,
     "score": score,
 }

@@ -9,7 +9,8 @@ Each pass:
 3. re-sends queued stages whose message was sent long ago and never claimed, when their queue
    in the broker is empty (a broker restart that lost its queues). A stage waiting behind others
    in a deep queue is left alone;
-4. POSTs due webhooks.
+4. POSTs due webhooks;
+5. evicts the least recently used latent cache entries beyond the configured size.
 
 Several sweepers may run at once: a message sent twice is harmless, the stage claim decides.
 """
@@ -24,12 +25,14 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import select
 
-from producer.db import session_scope
+from producer.artifacts import ArtifactStore
+from producer.db import in_transaction, session_scope
 from producer.models import ACTIVE, Job, OutboxMessage, StageRun, StageStatus, utcnow
 from producer.outbox import add_message, publish_pending
 from producer.pipeline import STAGES, queue_name
 from producer.settings import Settings
 from producer.webhooks import deliver_due
+from worker import latent_cache
 
 log = logging.getLogger(__name__)
 _ACTIVE = [status.value for status in ACTIVE]
@@ -90,6 +93,12 @@ class Sweeper:
         report.webhooks = deliver_due(
             self.db, self.settings.webhook_secret, self.settings.webhook_max_attempts
         )
+        evicted = in_transaction(
+            self.db, lambda session: latent_cache.evict(session, self.settings.cache_max_entries)
+        )
+        store = ArtifactStore(self.settings.resolved_artifacts_url)
+        for uri in evicted:
+            store.delete(uri)
         if report.expired_leases or report.stale_queued:
             log.warning("sweeper: re-sent %s", report)
         return report

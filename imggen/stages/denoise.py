@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -53,6 +54,22 @@ def initial_noise(parts: Components, seeds: Sequence[int], height: int, width: i
     return torch.cat(samples).to(parts.device, parts.dtype)
 
 
+@dataclass
+class DenoiseItem:
+    """One image to draw: its conditioning, its seed, and (image-to-image) its start image."""
+
+    embeddings: PromptEmbeddings
+    seed: int
+    image_latents: torch.Tensor | None = None  # [1, C, h, w]
+
+
+@dataclass
+class DenoiseResult:
+    latents: torch.Tensor  # [len(items), C, h, w]
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)  # steps done -> latents then
+    unet_steps: int = 0  # denoising steps run, per image
+
+
 @torch.inference_mode()
 def denoise(
     parts: Components,
@@ -73,42 +90,97 @@ def denoise(
     (1.0 ignores the image; lower keeps more of it) and runs the last ``strength * steps`` steps.
     Raises InvalidInput for bad arguments and StageAborted when ``on_step`` asks to stop.
     """
+    items = [DenoiseItem(embeddings, seed, image_latents) for seed in seeds]
+    return denoise_batch(
+        parts,
+        items,
+        steps=steps,
+        height=height,
+        width=width,
+        guidance=guidance,
+        strength=strength,
+        on_step=on_step,
+    ).latents
+
+
+@torch.inference_mode()
+def denoise_batch(
+    parts: Components,
+    items: Sequence[DenoiseItem],
+    *,
+    steps: int,
+    height: int,
+    width: int,
+    guidance: float = 7.5,
+    strength: float = 1.0,
+    resume: torch.Tensor | None = None,
+    resume_step: int = 0,
+    keep_steps: Sequence[int] = (),
+    on_step: ProgressCallback | None = None,
+) -> DenoiseResult:
+    """Denoise several images, each with its own prompt and generator, as one batch.
+
+    An image comes out the same whichever batch it is in (up to float rounding). With ``resume``
+    (latents after ``resume_step`` steps, e.g. from the semantic cache) the first
+    ``resume_step`` steps are skipped. ``keep_steps`` lists step counts after which a copy of
+    the latents is kept (to fill that cache). Raises InvalidInput, or StageAborted from ``on_step``.
+    """
     # 1. Check inputs and set up a scheduler for this run.
+    seeds = [item.seed for item in items]
     check_inputs(parts, seeds, steps, height, width, strength)
     scheduler = parts.fresh_scheduler()
     scheduler.set_timesteps(steps, device=parts.device)
     timesteps = scheduler.timesteps
+    batch = len(items)
 
     # 2. Prepare latents and the text conditioning for each image.
     noise = initial_noise(parts, seeds, height, width)
-    batch = len(seeds)
-    if image_latents is None:
+    skip = 0
+    if items[0].image_latents is None:
         latents = noise * scheduler.init_noise_sigma
     else:
         # As diffusers' img2img: skip the first (1 - strength) of the schedule, noise the
         # image to the first remaining timestep.
         skip = steps - min(max(int(steps * strength), 1), steps)
         timesteps = timesteps[skip * scheduler.order :]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(skip * scheduler.order)
-        start = image_latents.to(parts.device, parts.dtype).expand(batch, -1, -1, -1)
+        start = torch.cat([_image_latents(parts, item) for item in items])
         latents = scheduler.add_noise(start, noise, timesteps[:1].repeat(batch))
+    if resume is not None:
+        if not 0 < resume_step < len(timesteps):
+            raise InvalidInput(
+                f"resume_step: must be in 1..{len(timesteps) - 1} (got {resume_step})"
+            )
+        latents = resume.to(parts.device, parts.dtype)
+        timesteps = timesteps[resume_step * scheduler.order :]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index((skip + resume_step) * scheduler.order)
     use_guidance = guidance > 1.0
-    context = embeddings.cond.expand(batch, -1, -1)
+    context = torch.cat([item.embeddings.cond for item in items])
     if use_guidance:
         # Classifier-free guidance: unconditional and conditional halves in one UNet call.
-        context = torch.cat([embeddings.uncond.expand(batch, -1, -1), context])
+        context = torch.cat([torch.cat([item.embeddings.uncond for item in items]), context])
     context = context.to(parts.device, parts.dtype)
 
     # 3. The loop.
+    kept: dict[int, torch.Tensor] = {}
+    total = resume_step + len(timesteps)
     for i, t in enumerate(timesteps):
         model_input = torch.cat([latents] * 2) if use_guidance else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        noise = parts.unet(model_input, t, encoder_hidden_states=context).sample
+        predicted = parts.unet(model_input, t, encoder_hidden_states=context).sample
         if use_guidance:
-            uncond, cond = noise.chunk(2)
-            noise = uncond + guidance * (cond - uncond)
-        latents = scheduler.step(noise, t, latents).prev_sample
+            uncond, cond = predicted.chunk(2)
+            predicted = uncond + guidance * (cond - uncond)
+        latents = scheduler.step(predicted, t, latents).prev_sample
+        done = resume_step + i + 1
+        if done in keep_steps:
+            kept[done] = latents.clone()
         if on_step is not None:
-            on_step(i + 1, len(timesteps))
-    return latents
+            on_step(done, total)
+    return DenoiseResult(latents=latents, kept=kept, unet_steps=len(timesteps))
+
+
+def _image_latents(parts: Components, item: DenoiseItem) -> torch.Tensor:
+    if item.image_latents is None:
+        raise InvalidInput("image_latents: a batch mixes image-to-image and text-to-image items")
+    return item.image_latents.to(parts.device, parts.dtype)

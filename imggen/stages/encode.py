@@ -13,17 +13,22 @@ from imggen.components import Components
 
 @dataclass
 class PromptEmbeddings:
-    """``cond`` for the prompt and ``uncond`` for the negative prompt, each ``[1, tokens, dim]``."""
+    """``cond`` for the prompt and ``uncond`` for the negative prompt, each ``[1, tokens, dim]``;
+    ``pooled`` (``[1, dim]``) sums the prompt up, for comparing prompts (the semantic cache)."""
 
     cond: torch.Tensor
     uncond: torch.Tensor
+    pooled: torch.Tensor | None = None
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {"cond": self.cond.contiguous(), "uncond": self.uncond.contiguous()}
+        tensors = {"cond": self.cond.contiguous(), "uncond": self.uncond.contiguous()}
+        if self.pooled is not None:
+            tensors["pooled"] = self.pooled.contiguous()
+        return tensors
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PromptEmbeddings:
-        return cls(cond=tensors["cond"], uncond=tensors["uncond"])
+        return cls(cond=tensors["cond"], uncond=tensors["uncond"], pooled=tensors.get("pooled"))
 
 
 @torch.inference_mode()
@@ -38,8 +43,13 @@ def encode_prompt(parts: Components, prompt: str, negative_prompt: str = "") -> 
         return_tensors="pt",
     )
     # 2. Encode both in one batch; the last hidden state is what the UNet cross-attends to.
-    hidden = parts.text_encoder(tokens.input_ids.to(parts.device))[0]
-    return PromptEmbeddings(cond=hidden[1:2].to(parts.dtype), uncond=hidden[0:1].to(parts.dtype))
+    output = parts.text_encoder(tokens.input_ids.to(parts.device))
+    hidden, pooled = output[0], output[1]
+    return PromptEmbeddings(
+        cond=hidden[1:2].to(parts.dtype),
+        uncond=hidden[0:1].to(parts.dtype),
+        pooled=pooled[1:2].float(),
+    )
 
 
 def image_to_tensor(image: Image.Image, height: int, width: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,7 +59,9 @@ def make_deployment(
         **extra,
     }
     env = dict(os.environ) | {f"IMGGEN_{k.upper()}": v for k, v in values.items()}
-    return Deployment(name, Settings.model_validate(values), env)
+    # The environment carries JSON for structured settings; the Settings object wants values.
+    parsed = {k: json.loads(v) if v.startswith("[") else v for k, v in values.items()}
+    return Deployment(name, Settings.model_validate(parsed), env)
 
 
 def embedded(name: str, home: Path, model: Path, **extra: str) -> Deployment:

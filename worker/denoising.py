@@ -1,0 +1,268 @@
+"""The denoise stage for a batch of compatible jobs, with the exact and semantic caches.
+
+1. Each image of each job is looked up: an exact hit reuses final latents, a semantic hit
+   resumes from a similar prompt's intermediate latent, the rest start from noise.
+2. Images are grouped by the step they start at and each group runs as one batch; every image
+   keeps its own generator, so it is the same whichever batch it lands in.
+3. Each job gets its latents, its cache record (hits, steps saved) and the cache entries its
+   fresh images make, to be written in its own commit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy.orm import Session
+
+import imggen
+from imggen.errors import StageAborted
+from imggen.stages.denoise import DenoiseItem, denoise_batch
+from producer.artifacts import job_key
+from producer.db import in_transaction
+from producer.models import Job, LatentCacheEntry
+from worker import latent_cache
+from worker.stages import StageContext, StageResult
+
+
+@dataclass
+class _Image:
+    ctx: StageContext
+    index: int
+    item: DenoiseItem
+    start: int = 0  # steps already done (a semantic hit)
+    resume: torch.Tensor | None = None
+    latents: torch.Tensor | None = None  # the final latents, once known
+    hit: str | None = None  # "exact" or "semantic"
+    hit_entry: int | None = None
+    similarity: float | None = None
+    exact_key: str | None = None
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageAborted]:
+    runtime = contexts[0].runtime
+    settings = runtime.settings
+    first = contexts[0].spec
+    parts = runtime.components(contexts[0].model)
+    scheduler = type(parts.scheduler).__name__
+
+    # 1. Each job's conditioning, then a cache lookup for each of its images.
+    images: list[_Image] = []
+    pooled: dict[str, torch.Tensor | None] = {}
+    for ctx in contexts:
+        encoded = ctx.outputs["encode"]
+        embeddings = imggen.PromptEmbeddings.from_tensors(
+            runtime.load_tensors(encoded["embeddings"])
+        )
+        pooled[ctx.job_id] = embeddings.pooled
+        start_image = None
+        if "image_latents" in encoded:
+            start_image = runtime.load_tensors(encoded["image_latents"])["latents"]
+        images += [
+            _Image(ctx, i, DenoiseItem(embeddings, seed, start_image))
+            for i, seed in enumerate(ctx.seeds())
+        ]
+    text_to_image = not first.has_input_image
+    semantic_key = latent_cache.semantic_key(
+        contexts[0].model, scheduler, first.width, first.height, first.steps, first.guidance
+    )
+    if text_to_image:
+        in_transaction(
+            settings.resolved_database_url,
+            lambda s: _look_up(s, runtime, images, pooled, semantic_key, scheduler),
+        )
+
+    # 2. Run what is left, one batch per starting step.
+    keep = (
+        latent_cache.kept_steps(settings, first.steps)
+        if settings.semantic_cache and text_to_image
+        else []
+    )
+    alive = {ctx.job_id: ctx for ctx in contexts}
+    groups: dict[int, list[_Image]] = defaultdict(list)
+    for image in images:
+        if image.latents is None:
+            groups[image.start].append(image)
+
+    def progress(step: int, total: int) -> None:
+        for job_id, ctx in list(alive.items()):
+            try:
+                ctx.on_step(step, total)
+            except StageAborted:
+                del alive[job_id]  # canceled: its images are finished but not kept
+        if not alive:
+            raise StageAborted("every job of the batch was canceled")
+
+    # After running out of accelerator memory, a job's retry draws one image at a time.
+    chunk = min((ctx.max_batch or len(images)) for ctx in contexts)
+    runs = [
+        (start, group[i : i + chunk])
+        for start, group in sorted(groups.items())
+        for i in range(0, len(group), chunk)
+    ]
+    for start, group in runs:
+        result = denoise_batch(
+            parts,
+            [image.item for image in group],
+            steps=first.steps,
+            height=first.height,
+            width=first.width,
+            guidance=first.guidance,
+            strength=first.strength,
+            resume=torch.cat([image.resume for image in group]) if start else None,  # type: ignore[misc]
+            resume_step=start,
+            keep_steps=keep if start == 0 else (),
+            on_step=progress,
+        )
+        for row, image in enumerate(group):
+            image.latents = result.latents[row : row + 1]
+            image.kept = {step: latents[row : row + 1] for step, latents in result.kept.items()}
+
+    # 3. Per job: its latents, its record, and the cache entries its fresh images make.
+    results: dict[str, StageResult | StageAborted] = {}
+    for ctx in contexts:
+        if ctx.job_id not in alive:
+            results[ctx.job_id] = StageAborted("canceled")
+            continue
+        mine = [image for image in images if image.ctx is ctx]
+        results[ctx.job_id] = _job_result(
+            ctx, mine, pooled[ctx.job_id], semantic_key, len(contexts), len(images)
+        )
+    return results
+
+
+def _look_up(
+    session: Session,
+    runtime: Any,
+    images: list[_Image],
+    pooled: dict[str, torch.Tensor | None],
+    semantic_key: str,
+    scheduler: str,
+) -> None:
+    settings = runtime.settings
+    for image in images:
+        spec, ctx = image.ctx.spec, image.ctx
+        image.exact_key = latent_cache.exact_key(
+            ctx.model,
+            scheduler,
+            ctx.outputs["expand"]["prompt"],
+            spec.negative_prompt,
+            image.item.seed,
+            spec.width,
+            spec.height,
+            spec.steps,
+            spec.guidance,
+        )
+    usable = [image for image in images if image.ctx.spec.cache]
+    if settings.exact_cache:
+        found = latent_cache.find_exact(
+            session, [image.exact_key for image in usable if image.exact_key]
+        )
+        for image in usable:
+            entry = found.get(image.exact_key or "")
+            if entry is not None and runtime.store.exists(entry.latent_uri):
+                image.latents = runtime.load_tensors(entry.latent_uri)["latents"]
+                image.hit, image.hit_entry = "exact", entry.id
+    if settings.semantic_cache:
+        by_job: dict[str, list[_Image]] = defaultdict(list)
+        for image in usable:
+            if image.latents is None:
+                by_job[image.ctx.job_id].append(image)
+        for job_id, waiting in by_job.items():
+            embedding = pooled[job_id]
+            if embedding is None:
+                continue
+            spec = waiting[0].ctx.spec
+            hits = latent_cache.find_semantic(
+                session,
+                settings,
+                semantic_key,
+                spec.steps,
+                embedding,
+                len(waiting),
+                exclude_job=job_id,
+            )
+            for image, hit in zip(waiting, hits, strict=False):
+                if runtime.store.exists(hit.latent_uri):
+                    image.resume = runtime.load_tensors(hit.latent_uri)["latents"]
+                    image.start, image.hit, image.hit_entry = hit.step, "semantic", hit.entry_id
+                    image.similarity = round(hit.similarity, 4)
+
+
+def _job_result(
+    ctx: StageContext,
+    images: list[_Image],
+    pooled: torch.Tensor | None,
+    semantic_key: str,
+    batch_jobs: int,
+    batch_images: int,
+) -> StageResult:
+    runtime, spec = ctx.runtime, ctx.spec
+    finals: list[torch.Tensor] = []
+    for image in images:
+        assert image.latents is not None, "every image was either drawn or found in the cache"
+        finals.append(image.latents)
+    latents = torch.cat(finals)
+    uri = runtime.save_tensors(job_key(ctx.job_id, "latents.safetensors"), {"latents": latents})
+    entries: list[LatentCacheEntry] = []
+    if spec.cache:
+        embedding = (
+            pooled.float().flatten().numpy().astype(np.float32).tobytes()
+            if pooled is not None
+            else None
+        )
+        for image, final in zip(images, finals, strict=True):
+            if image.hit is not None:
+                continue  # only images drawn in full describe their keys
+            if runtime.settings.exact_cache and image.exact_key:
+                stored = runtime.save_tensors(
+                    f"cache/exact/{image.exact_key}.safetensors", {"latents": final}
+                )
+                entries.append(
+                    LatentCacheEntry(
+                        kind="exact",
+                        key=image.exact_key,
+                        step=spec.steps,
+                        latent_uri=stored,
+                        source_job_id=ctx.job_id,
+                        source_image=image.index,
+                    )
+                )
+            for step, kept in image.kept.items():
+                stored = runtime.save_tensors(
+                    job_key(ctx.job_id, f"cache/{image.index}-{step}.safetensors"),
+                    {"latents": kept},
+                )
+                entries.append(
+                    LatentCacheEntry(
+                        kind="semantic",
+                        key=semantic_key,
+                        step=step,
+                        embedding=embedding,
+                        latent_uri=stored,
+                        source_job_id=ctx.job_id,
+                        source_image=image.index,
+                    )
+                )
+    used = [image.hit_entry for image in images if image.hit_entry is not None]
+    skipped = [spec.steps if image.hit == "exact" else image.start for image in images]
+    record: dict[str, Any] = {
+        "exact_hits": sum(image.hit == "exact" for image in images),
+        "semantic_hits": sum(image.hit == "semantic" for image in images),
+        "skipped_steps": skipped,
+        "similarity": [image.similarity for image in images],
+        "steps_saved": sum(skipped),
+        "unet_steps": spec.steps * len(images) - sum(skipped),
+        "batch_jobs": batch_jobs,
+        "batch_images": batch_images,
+    }
+
+    def persist(session: Session, job: Job) -> None:
+        session.add_all(entries)
+        latent_cache.mark_used(session, used)
+
+    return StageResult({"latents": uri, "cache": record}, persist)
