@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     """A queued stage whose message was sent this long ago and never claimed is sent again
     (its message was lost with a broker restart). Raise it for queues deeper than that."""
 
+    stall_after_seconds: float = 60.0
+    """A worker idle this long while its queues hold messages restarts itself (0: never);
+    works around Celery workers that stop consuming after a Redis reconnect."""
+
     worker_soft_shutdown_seconds: float = 0.0
     """On SIGTERM, how long a worker lets running stages go on before handing them back
     (0: let them finish, Celery's plain warm shutdown)."""

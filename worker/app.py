@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -15,7 +16,7 @@ from producer.settings import get_settings
 app = Celery("imggen", include=["worker.tasks"])
 configure(app, get_settings())
 
-_sweeper: tuple[threading.Thread, threading.Event] | None = None
+_threads: list[tuple[threading.Thread, threading.Event]] = []
 
 
 @worker_process_init.connect
@@ -25,19 +26,34 @@ def _after_fork(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _start_sweeper(**_: Any) -> None:
-    """Every worker relays the outbox and re-sends lost stages, so no extra process is needed."""
-    global _sweeper
+def _start_background_threads(sender: Any = None, **_: Any) -> None:
+    """Every worker relays the outbox and re-sends lost stages, so no extra process is needed,
+    and watches that it still consumes."""
     settings = get_settings()
     if settings.sweep_interval_seconds > 0:
         from worker.sweeper import Sweeper
 
-        _sweeper = Sweeper(settings, app).start()
+        _threads.append(_start(Sweeper(settings, app).run_forever, "imggen-sweeper"))
+    if settings.stall_after_seconds > 0 and sender is not None:
+        from worker.watchdog import ConsumerWatchdog
+
+        queues = [queue.name for queue in sender.task_consumer.queues]
+        watchdog = ConsumerWatchdog(settings, app, queues)
+        _threads.append(_start(watchdog.run_forever, "imggen-watchdog"))
+
+
+def _start(
+    target: Callable[[threading.Event], None], name: str
+) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+    thread.start()
+    return thread, stop
 
 
 @worker_shutdown.connect
-def _stop_sweeper(**_: Any) -> None:
-    if _sweeper is not None:
-        thread, stop = _sweeper
+def _stop_background_threads(**kwargs: Any) -> None:
+    for _thread, stop in _threads:
         stop.set()
+    for thread, _stop in _threads:
         thread.join(timeout=10)

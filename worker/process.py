@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from producer.pipeline import ALL_QUEUES
 
@@ -20,9 +21,7 @@ def worker_argv(
     include: Sequence[str] = (),
 ) -> list[str]:
     argv = [
-        sys.executable,
-        "-m",
-        "celery",
+        *_celery_command(),
         "-A",
         "worker.app",
         "worker",
@@ -54,6 +53,13 @@ def worker_environment(soft_shutdown_seconds: float, base: Mapping[str, str]) ->
     if soft_shutdown_seconds > 0:
         env["REMAP_SIGTERM"] = "SIGQUIT"
     return env
+
+
+def _celery_command() -> list[str]:
+    # The console script, not "python -m celery": Celery's restart (SIGHUP, used by the
+    # consumer watchdog) re-executes sys.argv, which "-m" does not survive.
+    script = Path(sys.executable).with_name("celery")
+    return [sys.executable, str(script)] if script.exists() else [sys.executable, "-m", "celery"]
 
 
 def start_worker(

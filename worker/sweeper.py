@@ -124,11 +124,3 @@ class Sweeper:
                 self.run_once()
             except Exception:  # noqa: BLE001 - database or broker down: try again next pass
                 log.warning("sweeper pass failed", exc_info=True)
-
-    def start(self) -> tuple[threading.Thread, threading.Event]:
-        stop = threading.Event()
-        thread = threading.Thread(
-            target=self.run_forever, args=(stop,), name="imggen-sweeper", daemon=True
-        )
-        thread.start()
-        return thread, stop

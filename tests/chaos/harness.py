@@ -64,6 +64,7 @@ class Cluster:
             "sweep_interval_seconds": "0.5",
             "relay_grace_seconds": "0.5",
             "requeue_after_seconds": "10",
+            "stall_after_seconds": "8",
             "broker_polling_interval": "0.05",
             **extra,
         }

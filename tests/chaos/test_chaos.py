@@ -107,3 +107,21 @@ def cluster_job_id(cluster: Cluster) -> str:
     return str(
         in_transaction(cluster.settings.resolved_database_url, lambda s: s.scalar(select(Job.id)))
     )
+
+
+def test_a_worker_that_stops_consuming_restarts_itself(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    """celery#8030: after a Redis reconnect a worker can sit idle beside waiting messages.
+    Here its consumers are cancelled by remote control, which leaves it in that state."""
+    from producer.pipeline import ALL_QUEUES
+    from producer.queue import producer_app
+
+    cluster = cluster_factory(stall_after_seconds="3")
+    cluster.start_worker(concurrency=1)
+    first = cluster.submit(1, "warm-up")
+    assert cluster.drain(first, 120) < 120
+    control = producer_app(cluster.settings).control
+    for queue in ALL_QUEUES:
+        control.cancel_consumer(queue, reply=True, timeout=5)
+    stalled = cluster.submit(2, "while stalled")
+    outcome = cluster.check(stalled, cluster.drain(stalled, 120))
+    outcome.assert_clean()
