@@ -21,6 +21,7 @@ from migrations import upgrade
 from producer.client import Client
 from producer.db import in_transaction
 from producer.models import TERMINAL, Image, Job, OutboxMessage, StageRun
+from producer.pipeline import ALL_QUEUES
 from producer.settings import Settings
 from worker.process import start_worker, stop_worker
 
@@ -75,7 +76,7 @@ class Cluster:
         upgrade(database_url)
 
     def start_worker(
-        self, concurrency: int = 2, include: Sequence[str] = ()
+        self, concurrency: int = 2, include: Sequence[str] = (), queues: Sequence[str] = ALL_QUEUES
     ) -> subprocess.Popen[bytes]:
         process = start_worker(
             env=self.env,
@@ -83,6 +84,7 @@ class Cluster:
             loglevel="WARNING",
             hostname=f"chaos-{len(self.workers)}@%h",
             include=include,
+            queues=queues,
         )
         self.workers.append(process)
         return process

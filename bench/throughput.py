@@ -1,0 +1,337 @@
+"""Throughput benchmarks, each measured side by side in one run; prints markdown tables.
+
+    python -m bench.throughput [--quick] [--prompts ../shared/data/PartiPrompts.tsv]
+
+1. queue overhead: the same jobs in an in-process loop over imggen vs through Redis + one worker;
+2. batching: denoise throughput with cross-job batching on vs off, 1, 4 and 8 compatible jobs;
+3. caches: a workload of repeated and paraphrased prompts, caches off vs on;
+4. memory: worker RSS after 50 and after 500 jobs.
+
+Needs redis-server and PostgreSQL (as the chaos bench). Tiny random-weight models, CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import imggen
+from imggen.tiny import make_tiny, make_tiny_clip
+from producer.db import in_transaction
+from producer.jobs import get_job
+from tests.chaos.harness import Cluster
+from tests.conftest import RedisServer, postgres_database
+from worker.demo import read_prompts
+
+BASE_PROMPTS = [
+    "a lighthouse on a cliff",
+    "a red fox in the snow",
+    "a bowl of ramen",
+    "an astronaut on a horse",
+    "a watercolor map of an island",
+    "a robot reading a book",
+    "a castle at sunset",
+    "a cat wearing a hat",
+    "a city street in the rain",
+    "a forest with a river",
+]
+PARAPHRASES = ["{p}", "a photo of {p}", "{p}, high detail", "{p}, digital art", "an image of {p}"]
+
+
+def _cluster(
+    root: Path, name: str, model: Path, redis_url: str, database_url: str, **extra: str
+) -> Cluster:
+    # Production-like clocks: no fault injection here.
+    settings = {
+        "stage_lease_seconds": "60",
+        "requeue_after_seconds": "600",
+        "stall_after_seconds": "0",
+    }
+    return Cluster(root / name, model, database_url, redis_url, **(settings | extra))
+
+
+def _stage_seconds(cluster: Cluster, job_ids: Sequence[str]) -> dict[str, float]:
+    def read(session: Any) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for job_id in job_ids:
+            for run in get_job(session, job_id, full=True).stage_runs:
+                totals[run.stage] = totals.get(run.stage, 0.0) + (run.duration_s or 0.0)
+        return totals
+
+    return in_transaction(cluster.settings.resolved_database_url, read)
+
+
+def _run_jobs(cluster: Cluster, specs: list[dict[str, Any]]) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    ids = [cluster.client.submit(**spec).id for spec in specs]
+    cluster.drain(ids, 3600)
+    return time.perf_counter() - started, ids
+
+
+def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int) -> None:
+    spec = {"n": 2, "steps": 25, "width": 256, "height": 256, "guidance": 7.5}
+    specs = [{"prompt": f"{BASE_PROMPTS[i % 10]} {i}", "seed": i} | spec for i in range(jobs)]
+
+    # The direct loop: what a hand-written script over imggen would do.
+    parts = imggen.load_components(model, "cpu")
+    imggen.denoise(
+        parts, imggen.encode_prompt(parts, "warm up"), seeds=[0], steps=2, height=64, width=64
+    )
+    started = time.perf_counter()
+    for job in specs:
+        prompt = imggen.expand(job["prompt"]).prompt
+        embeddings = imggen.encode_prompt(parts, prompt)
+        seeds = [job["seed"], job["seed"] + 1]
+        latents = imggen.denoise(parts, embeddings, seeds=seeds, steps=25, height=256, width=256)
+        for image in imggen.decode(parts, latents):
+            imggen.png_bytes(image)
+            imggen.score(image)
+    direct = time.perf_counter() - started
+
+    rows = []
+    for label, batch in (("queue, batching off", "1"), ("queue, batching on", "8")):
+        with postgres_database() as database_url:
+            cluster = _cluster(
+                root,
+                f"overhead-{batch}",
+                model,
+                redis_url,
+                database_url,
+                batch_max_images=batch,
+                exact_cache="false",
+            )
+            cluster.start_worker(concurrency=1)
+            _run_jobs(cluster, [specs[0] | {"seed": 10_000}])  # worker start-up and model load
+            wall, ids = _run_jobs(cluster, specs)
+            stages = _stage_seconds(cluster, ids)
+            cluster.stop()
+        rows.append((label, wall, stages))
+
+    print(
+        f"\n### 1. Queue overhead: {jobs} jobs, 256x256, 25 steps, 2 images each, one worker process\n"
+    )
+    print(
+        "| path | wall s | jobs/s | vs direct loop | expand s | encode s | denoise s | decode s | score s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| direct in-process loop | {direct:.1f} | {jobs / direct:.2f} | 1.00 | | | | | |")
+    for label, wall, stages in rows:
+        cells = " | ".join(
+            f"{stages.get(s, 0):.1f}" for s in ("expand", "encode", "denoise", "decode", "score")
+        )
+        print(f"| {label} | {wall:.1f} | {jobs / wall:.2f} | {direct / wall:.2f} | {cells} |")
+
+
+def batching(root: Path, model: Path, redis_url: str) -> None:
+    spec = {"n": 1, "steps": 20, "width": 128, "height": 128, "guidance": 7.5}
+    print(
+        "\n### 2. Cross-job batching: K compatible jobs submitted at once; a worker for the light"
+    )
+    print("stages and one for denoise (the production layout); wall time until all finished\n")
+    print(
+        "| concurrent jobs | batching off s | batching on s | speed-up | mean jobs per denoise batch |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    light = ["imggen.expand", "imggen.encode", "imggen.decode", "imggen.score"]
+    for count in (1, 4, 8):
+        walls, batch_sizes = {}, []
+        for batch in ("1", "8"):
+            with postgres_database() as database_url:
+                cluster = _cluster(
+                    root,
+                    f"batch-{count}-{batch}",
+                    model,
+                    redis_url,
+                    database_url,
+                    batch_max_images=batch,
+                    exact_cache="false",
+                )
+                cluster.start_worker(concurrency=1, queues=light)
+                cluster.start_worker(concurrency=1, queues=["imggen.denoise"])
+                _run_jobs(cluster, [{"prompt": "warm up", "seed": 999} | spec])
+                timings = []
+                for repeat in range(5):
+                    specs = [
+                        {"prompt": f"{BASE_PROMPTS[i]} {repeat}", "seed": i} | spec
+                        for i in range(count)
+                    ]
+                    wall, ids = _run_jobs(cluster, specs)
+                    timings.append(wall)
+                    if batch == "8":
+                        batch_sizes += _batch_sizes(cluster, ids)
+                cluster.stop()
+            walls[batch] = statistics.median(timings)
+        mean_batch = statistics.mean(batch_sizes) if batch_sizes else 1
+        print(
+            f"| {count} | {walls['1']:.2f} | {walls['8']:.2f} | {walls['1'] / walls['8']:.2f} | {mean_batch:.1f} |"
+        )
+
+
+def _batch_sizes(cluster: Cluster, ids: Sequence[str]) -> list[int]:
+    def read(session: Any) -> list[int]:
+        sizes = []
+        for job_id in ids:
+            run = next(
+                r for r in get_job(session, job_id, full=True).stage_runs if r.stage == "denoise"
+            )
+            sizes.append(int((run.output or {}).get("cache", {}).get("batch_jobs", 1)))
+        return sizes
+
+    return in_transaction(cluster.settings.resolved_database_url, read)
+
+
+def caches(
+    root: Path, model: Path, clip_dir: Path, redis_url: str, prompts: list[str], jobs: int
+) -> None:
+    rng = random.Random(7)
+    workload: list[dict[str, Any]] = []
+    for _ in range(jobs):
+        if workload and rng.random() < 0.3:
+            workload.append(dict(rng.choice(workload)))  # a resubmission: same prompt, same seed
+        else:
+            base = rng.choice(prompts)
+            workload.append(
+                {"prompt": rng.choice(PARAPHRASES).format(p=base), "seed": rng.randrange(10**6)}
+            )
+    shape = {"n": 1, "steps": 20, "width": 64, "height": 64, "guidance": 7.5}
+    results = {}
+    for label, extra in (
+        ("caches off", {"exact_cache": "false"}),
+        ("exact cache", {}),
+        ("exact + semantic cache", {"semantic_cache": "true"}),
+    ):
+        with postgres_database() as database_url:
+            cluster = _cluster(
+                root,
+                f"cache-{len(results)}",
+                model,
+                redis_url,
+                database_url,
+                clip_model=str(clip_dir),
+                **extra,
+            )
+            cluster.start_worker(concurrency=1)
+            wall, ids = _run_jobs(cluster, [job | shape for job in workload])
+            results[label] = (wall, _cache_records(cluster, ids))
+            cluster.stop()
+
+    baseline = results["caches off"][1]
+    print(
+        f"\n### 3. Caches: {jobs} jobs ({len(prompts)} base prompts, 5 phrasings, 30% resubmitted), "
+        "64x64, 20 steps\n"
+    )
+    print(
+        "| caches | wall s | UNet steps | saved | exact hits | semantic hits | mean skipped on a semantic hit "
+        "| mean abs change in sharpness / entropy / clip_score vs off |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    total = sum(r["unet_steps"] for r in baseline)
+    for label, (wall, records) in results.items():
+        steps = sum(r["unet_steps"] for r in records)
+        exact = sum(r["exact_hits"] for r in records)
+        semantic = [r for r in records if r["semantic_hits"]]
+        skipped = statistics.mean([max(r["skipped_steps"]) for r in semantic]) if semantic else 0
+        changes = " / ".join(
+            f"{statistics.mean(abs(a['metrics'][m] - b['metrics'][m]) for a, b in zip(records, baseline, strict=True)):.4f}"
+            for m in ("sharpness", "entropy", "clip_score")
+        )
+        print(
+            f"| {label} | {wall:.1f} | {steps} | {1 - steps / total:.0%} | {exact} | {len(semantic)} "
+            f"| {skipped:.1f} | {changes} |"
+        )
+
+
+def _cache_records(cluster: Cluster, ids: Sequence[str]) -> list[dict[str, Any]]:
+    def read(session: Any) -> list[dict[str, Any]]:
+        records = []
+        for job_id in ids:
+            job = get_job(session, job_id, full=True)
+            run = next(r for r in job.stage_runs if r.stage == "denoise")
+            record = dict((run.output or {}).get("cache", {}))
+            record["metrics"] = {m.name: m.value for m in job.images[0].metrics}
+            records.append(record)
+        return records
+
+    return in_transaction(cluster.settings.resolved_database_url, read)
+
+
+def memory(root: Path, model: Path, redis_url: str, jobs: int) -> None:
+    spec = {"n": 1, "steps": 4, "width": 64, "height": 64}
+    with postgres_database() as database_url:
+        cluster = _cluster(root, "memory", model, redis_url, database_url, exact_cache="false")
+        worker = cluster.start_worker(concurrency=1)
+        readings = []
+        done = 0
+        for target in (50, jobs):
+            _run_jobs(
+                cluster, [{"prompt": f"job {i}", "seed": i} | spec for i in range(done, target)]
+            )
+            done = target
+            readings.append((target, _rss_mb(worker.pid)))
+        cluster.stop()
+    print(f"\n### 4. Worker memory (RSS of the worker and its pool process), {jobs} small jobs\n")
+    print("| after jobs | RSS MiB |\n|---:|---:|")
+    for count, rss in readings:
+        print(f"| {count} | {rss:.0f} |")
+    print(
+        f"\ngrowth from {readings[0][0]} to {readings[-1][0]} jobs: {readings[-1][1] - readings[0][1]:+.0f} MiB"
+    )
+
+
+def _rss_mb(pid: int) -> float:
+    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = 0
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    parser.add_argument(
+        "--prompts", type=Path, help="prompt file for the cache workload (TSV or text)"
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated: overhead,batching,caches,memory"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    only = set(args.only.split(",")) if args.only else {"overhead", "batching", "caches", "memory"}
+    prompts = read_prompts(args.prompts, 40) if args.prompts else BASE_PROMPTS
+    print(
+        f"# imggen throughput, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, tiny random-weight models"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model, clip_dir = make_tiny(root / "model"), make_tiny_clip(root / "clip")
+        redis = RedisServer(root)
+        redis.start()
+        try:
+            if "overhead" in only:
+                queue_overhead(root, model, redis.url, jobs=6 if args.quick else 24)
+            if "batching" in only:
+                batching(root, model, redis.url)
+            if "caches" in only:
+                caches(root, model, clip_dir, redis.url, prompts, jobs=40 if args.quick else 300)
+            if "memory" in only:
+                memory(root, model, redis.url, jobs=60 if args.quick else 500)
+        finally:
+            redis.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The GPU benchmark script must not rot where no GPU is: run it small on the CPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_script_runs_on_the_cpu_and_both_paths_draw_the_same_images() -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.gpu",
+        "--device",
+        "cpu",
+        "--tiny",
+        "--steps",
+        "2",
+        "--batches",
+        "1,2",
+        "--dtypes",
+        "fp32",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| fp32")]
+    assert len(rows) == 4
+    assert all(row.rstrip(" |").endswith("| 0") for row in rows), rows  # identical images
