@@ -143,6 +143,11 @@ def job_view(job: Job) -> dict[str, Any]:
         "error": job.error,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
+        # Cache hits, steps skipped and batch size of the denoise stage, once it ran.
+        "cache": next(
+            ((run.output or {}).get("cache") for run in job.stage_runs if run.stage == "denoise"),
+            None,
+        ),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "stages": [
             {

@@ -54,6 +54,7 @@ class JobView(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    cache: dict[str, Any] | None = None
     stages: list[StageView]
     images: list[ImageView]
     urls: JobUrls | None = None
