@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,13 @@ class Deployment:
     @property
     def client(self) -> Client:
         return Client(self.settings)
+
+    def cli(self, *args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+        """Run the ``imggen`` CLI against this deployment."""
+        command = [sys.executable, "-m", "worker.cli", *args]
+        return subprocess.run(
+            command, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def queued_messages(self) -> int:
         """Messages waiting in any stage queue of the broker."""

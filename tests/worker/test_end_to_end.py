@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,14 +128,7 @@ class _Ready(Exception):
 
 
 def test_cli_submit_wait_status_cancel(deployment: Deployment) -> None:
-    imggen = [sys.executable, "-m", "worker.cli"]
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*imggen, *args], env=deployment.env, capture_output=True, text=True, timeout=WAIT_S
-        )
-
-    done = run(
+    done = deployment.cli(
         "submit",
         "a red fox",
         "--n",
@@ -158,19 +149,19 @@ def test_cli_submit_wait_status_cancel(deployment: Deployment) -> None:
     assert all({"uri", "metrics"} <= set(image) for image in job["images"])
     assert all(image["metrics"]["entropy"] > 0 for image in job["images"])
 
-    queued = run("submit", "a blue fox", "--steps", "4", "--size", "64x64")
+    queued = deployment.cli("submit", "a blue fox", "--steps", "4", "--size", "64x64")
     assert queued.returncode == 0, queued.stderr
     job_id = queued.stdout.strip()
     assert len(job_id) == 32
-    waited = run("wait", job_id, "--json", "--timeout", str(WAIT_S))
+    waited = deployment.cli("wait", job_id, "--json", "--timeout", str(WAIT_S))
     assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded"
-    status = run("status", job_id)
+    status = deployment.cli("status", job_id)
     assert status.returncode == 0 and "succeeded" in status.stdout
-    assert "already ended" in run("cancel", job_id).stdout
+    assert "already ended" in deployment.cli("cancel", job_id).stdout
 
-    bad = run("submit", "a fox", "--size", "63x64")
+    bad = deployment.cli("submit", "a fox", "--size", "63x64")
     assert bad.returncode == 2 and "width" in bad.stderr
-    unknown = run("status", "0" * 32)
+    unknown = deployment.cli("status", "0" * 32)
     assert unknown.returncode == 1 and "no job" in unknown.stderr
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,11 +132,7 @@ def test_bad_input_images_write_nothing(full: Deployment, tmp_path: Path) -> Non
 
 
 def test_cli_image_to_image_keep_best_and_metrics(full: Deployment, photo: Path) -> None:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "worker.cli", *args]
-        return subprocess.run(command, env=full.env, capture_output=True, text=True, timeout=WAIT_S)
-
-    done = run(
+    done = full.cli(
         "submit",
         "--image",
         str(photo),
@@ -161,9 +155,9 @@ def test_cli_image_to_image_keep_best_and_metrics(full: Deployment, photo: Path)
     job = json.loads(done.stdout)
     assert job["caption"] and sum(not image["discarded"] for image in job["images"]) == 1
 
-    metrics = run("metrics", job["id"], "--json")
+    metrics = full.cli("metrics", job["id"], "--json")
     assert metrics.returncode == 0, metrics.stderr
     listed = json.loads(metrics.stdout)
     assert {"clip_score", "ssim", "psnr", "mse"} <= set(listed["images"][0]["metrics"])
-    status = run("status", job["id"])
+    status = full.cli("status", job["id"])
     assert "caption:" in status.stdout and "(discarded)" in status.stdout
