@@ -216,8 +216,9 @@ def _job_result(
             else None
         )
         for image, final in zip(images, finals, strict=True):
-            if image.hit is not None:
-                continue  # only images drawn in full describe their keys
+            if image.hit == "exact":
+                continue  # already stored under this very key
+            # A resubmission gets what this job got, even when that came from a semantic hit.
             if runtime.settings.exact_cache and image.exact_key:
                 stored = runtime.save_tensors(
                     f"cache/exact/{image.exact_key}.safetensors", {"latents": final}
