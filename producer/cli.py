@@ -73,6 +73,9 @@ def submit(
     by: Annotated[
         str, typer.Option("--by", help="The metric --keep-best ranks by.")
     ] = "clip_score",
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Allow the exact and semantic caches.")
+    ] = True,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[
         float | None, typer.Option(help="With --wait: give up after this many seconds.")
@@ -90,6 +93,7 @@ def submit(
         "expand": expand,
         "keep_best": keep_best,
         "rank_by": by,
+        "cache": cache,
     }
     if image is not None:
         fields["strength"] = strength
