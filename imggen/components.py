@@ -79,10 +79,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_components(
-    path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+    path: str | Path,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    compile_unet: bool = False,
 ) -> Components:
     """Load every part of the model in ``path`` (a diffusers folder) onto ``device``.
 
+    ``compile_unet`` wraps the UNet in ``torch.compile`` (slow first batches, faster after).
     Raises ModelNotFound if the folder or one of its parts is missing.
     """
     root = Path(path)
@@ -118,6 +122,8 @@ def load_components(
     if torch_device.type == "cuda":
         # NHWC convolutions are faster on tensor cores; SDPA attention is diffusers' default.
         parts.unet.to(memory_format=torch.channels_last)
+    if compile_unet:
+        parts.unet = torch.compile(parts.unet)
     return parts
 
 
@@ -140,21 +146,31 @@ class ModelCache:
     of model can be kept: ``get`` takes the loader to call on a miss.
     """
 
-    def __init__(self, device: str = "auto", dtype: str = "auto", max_models: int = 4) -> None:
+    def __init__(
+        self,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_models: int = 4,
+        compile_unet: bool = False,
+    ) -> None:
         self.device, self.dtype, self.max_models = device, dtype, max_models
+        self.compile_unet = compile_unet
         self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
 
     def get(self, path: str | Path, loader: Callable[..., T] | None = None) -> T:
         """The model at ``path`` as ``loader(path, device, dtype)`` returns it (default: SD)."""
-        load: Callable[..., Any] = loader or load_components
-        key = (getattr(load, "__qualname__", repr(load)), str(Path(path).resolve()))
+        key = (loader.__qualname__ if loader else "load_components", str(Path(path).resolve()))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            model = load(key[1], self.device, self.dtype)
+            model: Any = (
+                load_components(key[1], self.device, self.dtype, self.compile_unet)
+                if loader is None
+                else loader(key[1], self.device, self.dtype)
+            )
             self.loads += 1
             self._models[key] = model
             while len(self._models) > self.max_models:

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     """Worker precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16``, ``bf16``."""
 
+    torch_compile: bool = False
+    """Wrap each UNet in ``torch.compile`` (the first batches of each shape are slow)."""
+
     stage_max_attempts: int = 5
     """Attempts per stage before the job fails (a worker killed mid-stage counts as one)."""
 

@@ -34,7 +34,10 @@ class Runtime:
         if self._models is None:
             from imggen import ModelCache
 
-            self._models = ModelCache(self.settings.device, self.settings.dtype)
+            settings = self.settings
+            self._models = ModelCache(
+                settings.device, settings.dtype, compile_unet=settings.torch_compile
+            )
         return self._models
 
     def components(self, model_id: str) -> Components:
