@@ -68,7 +68,9 @@ def run_demo(
     console.print(
         f"database {settings.resolved_database_url}, broker {settings.resolved_broker_url}"
     )
-    process = start_worker(loglevel="WARNING", hostname="imggen-demo@%h")
+    output.mkdir(parents=True, exist_ok=True)
+    log = (output / "worker.log").open("wb")
+    process = start_worker(log=log, loglevel="WARNING", hostname="imggen-demo@%h")
     try:
         width, height = parse_size(size)
         client = Client(settings)
@@ -79,11 +81,12 @@ def run_demo(
         infos = _watch(console, handles, timeout)
     finally:
         stop_worker(process)
+        log.close()
 
     # 3. Images and a summary in the output folder.
     summary = _write_output(output, infos, wall_s=time.monotonic() - started)
     console.print(_summary_table(summary))
-    console.print(f"images and summary.json in {output}", highlight=False)
+    console.print(f"images, summary.json and worker.log in {output}", highlight=False)
     return summary
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from producer.pipeline import ALL_QUEUES
 
@@ -63,7 +64,7 @@ def _celery_command() -> list[str]:
 
 
 def start_worker(
-    env: Mapping[str, str] | None = None, **options: object
+    env: Mapping[str, str] | None = None, log: IO[bytes] | None = None, **options: object
 ) -> subprocess.Popen[bytes]:
     """Start a worker in its own process group, so stopping it also stops its pool."""
     base = dict(env) if env is not None else dict(os.environ)
@@ -71,6 +72,8 @@ def start_worker(
     return subprocess.Popen(
         worker_argv(**options),  # type: ignore[arg-type]
         env=worker_environment(soft_shutdown, base),
+        stdout=log,
+        stderr=log,
         start_new_session=True,
     )
 
