@@ -132,9 +132,8 @@ def decode(ctx: StageContext) -> StageResult:
 def score(ctx: StageContext) -> StageResult:
     notes: list[str] = []
     images = [ctx.runtime.load_image(uri) for uri in ctx.outputs["decode"]["images"]]
-    # name -> (value per image, the model that measured it)
-    scores: list[dict[str, float]] = [imggen.score(image) for image in images]
-    measured_by = dict.fromkeys(scores[0], METRIC_VERSION)
+    scores: list[dict[str, float]] = [imggen.score(image) for image in images]  # one per image
+    measured_by = dict.fromkeys(scores[0], METRIC_VERSION)  # metric name -> what measured it
 
     # 1. Prompt alignment, against the user's own words (or the caption they stood for).
     clip = ctx.runtime.clip()
