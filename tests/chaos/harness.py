@@ -22,7 +22,7 @@ from producer.client import Client
 from producer.db import in_transaction
 from producer.models import TERMINAL, Image, Job, OutboxMessage, StageRun
 from producer.pipeline import ALL_QUEUES
-from producer.settings import Settings
+from tests.worker.deployments import make_deployment
 from worker.process import start_worker, stop_worker
 
 TERMINAL_VALUES = {status.value for status in TERMINAL}
@@ -53,12 +53,7 @@ class Cluster:
         self, home: Path, model: Path, database_url: str, redis_url: str, **extra: str
     ) -> None:
         self.home = home
-        values = {
-            "home": str(home),
-            "database_url": database_url,
-            "broker_url": redis_url,
-            "artifacts_url": str(home / "artifacts"),
-            "model": str(model),
+        clocks = {
             "stage_max_attempts": str(MAX_ATTEMPTS),
             # Short clocks, so a lost stage is found within seconds, not minutes.
             "stage_lease_seconds": "3",
@@ -66,11 +61,11 @@ class Cluster:
             "relay_grace_seconds": "0.5",
             "requeue_after_seconds": "10",
             "stall_after_seconds": "8",
-            "broker_polling_interval": "0.05",
-            **extra,
         }
-        self.settings = Settings.model_validate(values)
-        self.env = dict(os.environ) | {f"IMGGEN_{k.upper()}": v for k, v in values.items()}
+        deployment = make_deployment(
+            home.name, home, model, database_url, redis_url, **(clocks | extra)
+        )
+        self.settings, self.env = deployment.settings, deployment.env
         self.client = Client(self.settings)
         self.workers: list[subprocess.Popen[bytes]] = []
         upgrade(database_url)
