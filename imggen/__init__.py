@@ -17,7 +17,13 @@ from imggen.aux_models import (
     load_language_model,
 )
 from imggen.components import Components, ModelCache, load_components
-from imggen.errors import GenerationError, InvalidInput, ModelNotFound, StageAborted
+from imggen.errors import (
+    GenerationError,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    StageAborted,
+)
 from imggen.stages.decode import decode, png_bytes
 from imggen.stages.denoise import denoise
 from imggen.stages.encode import PromptEmbeddings, encode_image, encode_prompt
@@ -33,6 +39,7 @@ __all__ = [
     "InvalidInput",
     "LanguageModel",
     "ModelCache",
+    "ModelLoadError",
     "ModelNotFound",
     "PromptEmbeddings",
     "StageAborted",

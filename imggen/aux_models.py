@@ -21,8 +21,8 @@ from transformers import (
     VisionEncoderDecoderModel,
 )
 
-from imggen.components import resolve_device, resolve_dtype
-from imggen.errors import ModelNotFound
+from imggen.components import require_safetensors, resolve_device, resolve_dtype
+from imggen.errors import ModelLoadError, ModelNotFound
 
 _SAFE: dict[str, Any] = {
     "local_files_only": True,
@@ -76,6 +76,7 @@ def _check_folder(path: str | Path, what: str) -> Path:
     root = Path(path)
     if not (root / "config.json").is_file():
         raise ModelNotFound(f"{what}: no model folder (config.json) at {root}")
+    require_safetensors(root, what)
     return root
 
 
@@ -87,7 +88,7 @@ def load_language_model(
         tokenizer = AutoTokenizer.from_pretrained(root, **_TOKENIZER)
         model = AutoModelForCausalLM.from_pretrained(root, **_SAFE)
     except OSError as exc:
-        raise ModelNotFound(f"expand_model: cannot load {root}: {exc}") from exc
+        raise ModelLoadError(f"expand_model: cannot load {root}: {exc}") from exc
     model, torch_device = _prepare(model, device, dtype)
     return LanguageModel(str(root), tokenizer, model, torch_device)
 
@@ -101,7 +102,7 @@ def load_captioner(
         tokenizer = AutoTokenizer.from_pretrained(root, **_TOKENIZER)
         model = VisionEncoderDecoderModel.from_pretrained(root, **_SAFE)
     except OSError as exc:
-        raise ModelNotFound(f"caption_model: cannot load {root}: {exc}") from exc
+        raise ModelLoadError(f"caption_model: cannot load {root}: {exc}") from exc
     model, torch_device = _prepare(model, device, dtype)
     return Captioner(str(root), processor, tokenizer, model, torch_device)
 
@@ -112,7 +113,7 @@ def load_clip(path: str | Path, device: str | torch.device = "auto", dtype: str 
         processor = CLIPProcessor.from_pretrained(root, local_files_only=True)
         model = CLIPModel.from_pretrained(root, **_SAFE)
     except OSError as exc:
-        raise ModelNotFound(f"clip_model: cannot load {root}: {exc}") from exc
+        raise ModelLoadError(f"clip_model: cannot load {root}: {exc}") from exc
     # Scores are compared across jobs and deployments: always computed in fp32.
     model, torch_device = _prepare(model, device, "fp32")
     return Clip(str(root), model, processor, torch_device)

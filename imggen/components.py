@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from imggen.errors import InvalidInput, ModelNotFound
+from imggen.errors import InvalidInput, ModelLoadError, ModelNotFound
 
 T = TypeVar("T")
 
@@ -92,6 +92,8 @@ def load_components(
     root = Path(path)
     if not (root / "model_index.json").is_file():
         raise ModelNotFound(f"model: no diffusers model folder (model_index.json) at {root}")
+    for part in ("text_encoder", "unet", "vae"):
+        require_safetensors(root / part, "model")
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, torch_device)
     weights: dict[str, Any] = {"use_safetensors": True, "local_files_only": True}
@@ -106,8 +108,8 @@ def load_components(
         vae = AutoencoderKL.from_pretrained(
             root, subfolder="vae", torch_dtype=torch_dtype, **weights
         )
-    except OSError as exc:  # missing file, or weights only in pickle format
-        raise ModelNotFound(f"model: cannot load {root}: {exc}") from exc
+    except OSError as exc:  # the files are there (checked above): a failed read, retry it
+        raise ModelLoadError(f"model: cannot load {root}: {exc}") from exc
     parts = Components(
         model_id=str(root),
         tokenizer=tokenizer,
@@ -125,6 +127,14 @@ def load_components(
     if compile_unet:
         parts.unet = torch.compile(parts.unet)
     return parts
+
+
+def require_safetensors(folder: Path, what: str) -> None:
+    """Raise ModelNotFound unless ``folder`` holds weights in safetensors (whole or sharded)."""
+    if not folder.is_dir() or not (
+        any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
+    ):
+        raise ModelNotFound(f"{what}: no safetensors weights in {folder}")
 
 
 def _load_scheduler(root: Path) -> SchedulerMixin:

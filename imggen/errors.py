@@ -15,5 +15,10 @@ class ModelNotFound(InvalidInput):
     """No model folder at the given path, or one without safetensors weights."""
 
 
+class ModelLoadError(GenerationError):
+    """A model folder that looks complete failed to load (an I/O error, an interrupted read):
+    worth another attempt, unlike ModelNotFound."""
+
+
 class StageAborted(GenerationError):
     """A progress callback asked the stage to stop (the job was canceled or lost its lease)."""

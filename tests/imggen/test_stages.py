@@ -168,3 +168,21 @@ def test_model_cache_loads_once_and_evicts_least_recent(
     assert cache.loads == 3
     assert cache.get(tiny_model_dir) is not first
     assert cache.loads == 4
+
+
+def test_a_failed_read_of_a_complete_model_folder_is_worth_retrying(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import shutil
+
+    from imggen import ModelLoadError
+    from worker.retry import FailureKind, classify
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ModelLoadError) as caught:
+        load_components(copy)
+    # Not "invalid input": an interrupted or flaky read is retried, a missing model is not.
+    assert classify(caught.value) is FailureKind.TRANSIENT
+    assert classify(ModelNotFound("model: gone")) is FailureKind.INVALID
