@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -80,6 +81,16 @@ def producer_app(settings: Settings) -> Celery:
         configure(app, settings)
         _producer_apps[key] = app
     return _producer_apps[key]
+
+
+def queue_sizes(app: Celery, queues: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each of ``queues`` (not those a worker has already taken).
+
+    Raises whatever the broker raises when it cannot be reached.
+    """
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        return {queue: channel.queue_declare(queue).message_count for queue in queues}
 
 
 def enqueue_stage(app: Celery, job_id: str, stage: str, attempt: int = 0) -> None:

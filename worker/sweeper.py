@@ -30,6 +30,7 @@ from producer.db import in_transaction, session_scope
 from producer.models import ACTIVE, Job, OutboxMessage, StageRun, StageStatus, utcnow
 from producer.outbox import add_message, publish_pending
 from producer.pipeline import STAGES, queue_name
+from producer.queue import queue_sizes
 from producer.settings import Settings
 from producer.webhooks import deliver_due
 from worker import latent_cache
@@ -105,18 +106,12 @@ class Sweeper:
 
     def _empty_stage_queues(self) -> list[str]:
         """Stages whose broker queue holds no message (none if the broker cannot be asked)."""
-        empty = []
         try:
-            with self.app.connection_for_write() as connection:
-                channel = connection.default_channel
-                for stage in STAGES:
-                    declared = channel.queue_declare(queue_name(stage))
-                    if declared.message_count == 0:
-                        empty.append(stage)
+            sizes = queue_sizes(self.app, [queue_name(stage) for stage in STAGES])
         except Exception:  # noqa: BLE001 - broker down: nothing can be judged lost now
             log.info("sweeper: broker queues unreadable", exc_info=True)
             return []
-        return empty
+        return [stage for stage in STAGES if sizes[queue_name(stage)] == 0]
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.wait(self.settings.sweep_interval_seconds):

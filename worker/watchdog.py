@@ -19,6 +19,7 @@ import time
 from celery import Celery
 from celery.worker import state
 
+from producer.queue import queue_sizes
 from producer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,7 @@ class ConsumerWatchdog:
         self.idle_since: float | None = None
 
     def waiting_messages(self) -> int:
-        with self.app.connection_for_write() as connection:
-            channel = connection.default_channel
-            return sum(channel.queue_declare(queue).message_count for queue in self.queues)
+        return sum(queue_sizes(self.app, self.queues).values())
 
     def check(self, now: float) -> bool:
         """True when the worker has been idle beside waiting messages for too long."""
