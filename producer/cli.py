@@ -52,7 +52,10 @@ def submit(
         int | None, typer.Option(help="Seed of the first image; random if unset.")
     ] = None,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8.")] = "512x512",
+    size: Annotated[
+        str | None,
+        typer.Option(help="WIDTHxHEIGHT, multiples of 8; default 512x512, or the model's own."),
+    ] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
     model: Annotated[
         str | None, typer.Option(help="Model id; the deployment's default if unset.")
@@ -100,7 +103,8 @@ def submit(
     if seed is not None:
         fields["seed"] = seed
     try:
-        fields["width"], fields["height"] = parse_size(size)
+        if size is not None:
+            fields["width"], fields["height"] = parse_size(size)
         handle = Client().submit(image=image, **fields)
     except InvalidJobSpec as exc:
         raise _fail(str(exc), code=2) from None

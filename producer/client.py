@@ -23,7 +23,7 @@ from producer.models import TERMINAL, Job, JobStatus
 from producer.outbox import publish_pending
 from producer.queue import producer_app
 from producer.settings import Settings, get_settings
-from producer.spec import JobSpec, validate_spec
+from producer.spec import JobSpec, validate_spec, with_native_size
 
 log = logging.getLogger(__name__)
 _TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
@@ -84,6 +84,7 @@ class Client:
             if earlier is not None:
                 return JobHandle(self, earlier, replayed=True)
         model = spec.model or self.settings.default_model
+        spec = with_native_size(spec, model)
         job_id = new_job_id()
         image_uri = None
         if image is not None:

@@ -13,6 +13,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The model imggen ships, resolved by the workers (the producer never imports imggen).
+BUILTIN_SHAPES = "shapes"
+
 
 def _default_home() -> Path:
     return Path.home() / ".imggen"
@@ -34,7 +37,8 @@ class Settings(BaseSettings):
     """Local folder or fsspec URL (``s3://bucket/prefix``); default ``{home}/artifacts``."""
 
     model: str | None = None
-    """Model id (a local diffusers folder) used when a job names none; default the tiny model."""
+    """Model id (a local diffusers folder) used when a job names none; default ``shapes``, the
+    model imggen ships (a ``shapes`` folder under models_dir takes its place)."""
 
     models_dir: Path | None = None
     """Where model ids without a path are looked up; default ``{home}/models``."""
@@ -47,6 +51,11 @@ class Settings(BaseSettings):
 
     expand_words_file: Path | None = None
     """A file of allowed words (one a line): the expander may add only these (style words)."""
+
+    embed_model: str | None = "packaged"
+    """Sentence-embedding model folder that maps prompts onto a small model's vocabulary (the
+    shapes model's): ``packaged`` uses the one the ``language`` extra installs, ``none`` turns
+    the mapping off."""
 
     caption_model: str | None = None
     """Image-to-text model folder that captions input images of jobs without a prompt."""
@@ -155,7 +164,7 @@ class Settings(BaseSettings):
 
     @property
     def default_model(self) -> str:
-        return self.model or "tiny"
+        return self.model or BUILTIN_SHAPES
 
     @property
     def resolved_redis_url(self) -> str | None:

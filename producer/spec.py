@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from producer.errors import InvalidJobSpec
+from producer.settings import BUILTIN_SHAPES
 
 MAX_PROMPT_CHARS = 1000
 MAX_SIDE = 2048
@@ -30,7 +31,17 @@ MAX_GUIDANCE = 30.0
 
 
 RANKABLE_METRICS = frozenset(
-    {"clip_score", "sharpness", "contrast", "colorfulness", "entropy", "mse", "psnr", "ssim"}
+    {
+        "adherence",
+        "clip_score",
+        "sharpness",
+        "contrast",
+        "colorfulness",
+        "entropy",
+        "mse",
+        "psnr",
+        "ssim",
+    }
 )
 
 
@@ -134,3 +145,17 @@ def validate_spec(data: dict[str, Any]) -> JobSpec:
             message = error["msg"].removeprefix("Value error, ")
             errors.setdefault(field, message)
         raise InvalidJobSpec(errors) from None
+
+
+# Models whose native size is not the 512x512 default: the shapes model imggen ships draws
+# 64x64 scenes, and a job for it that names no size gets that size.
+NATIVE_SIDES = {BUILTIN_SHAPES: 64}
+
+
+def with_native_size(spec: JobSpec, model: str) -> JobSpec:
+    """``spec`` with the model's native width and height wherever the job named none."""
+    side = NATIVE_SIDES.get(model)
+    unset = {"width", "height"} - spec.model_fields_set
+    if side is None or not unset:
+        return spec
+    return spec.model_copy(update=dict.fromkeys(unset, side))

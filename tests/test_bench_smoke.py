@@ -1,4 +1,4 @@
-"""The GPU benchmark script must not rot where no GPU is: run it small on the CPU."""
+"""Benchmarks must not rot: run them small (the GPU one on the CPU)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,21 @@ def test_gpu_script_runs_on_the_cpu_and_both_paths_draw_the_same_images() -> Non
     rows = [line for line in result.stdout.splitlines() if line.startswith("| fp32")]
     assert len(rows) == 4
     assert all(row.rstrip(" |").endswith("| 0") for row in rows), rows  # identical images
+
+
+def test_quality_bench_runs_all_three_tables_on_a_few_scenes() -> None:
+    command = [sys.executable, "-m", "bench.quality", "--scenes", "3", "--steps", "2,4"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    labels = [row.split("|")[1].strip() for row in rows]
+    # Header rows, then: two step counts, cache off/on, mapping off/on.
+    assert [label for label in labels if label in {"2", "4", "off", "on"}] == [
+        "2",
+        "4",
+        "off",
+        "on",
+        "off",
+        "on",
+    ]
+    assert all(row.count("%") == 4 for row in rows if row.split("|")[1].strip() in {"2", "4"})

@@ -75,6 +75,37 @@ def make_tiny(
     out.print(f"tiny {kind} model written to {written}", highlight=False)
 
 
+@models_app.command("train-shapes")
+def train_shapes(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
+    seed: Annotated[int, typer.Option(help="Seed of everything random in training.")] = 0,
+    vae_steps: Annotated[int, typer.Option(help="VAE training steps.")] = 800,
+    unet_steps: Annotated[int, typer.Option(help="UNet and text encoder training steps.")] = 3500,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the UNet.")] = 1e-3,
+    resume: Annotated[
+        Path | None, typer.Option(help="A saved shapes model to train further (its VAE is kept).")
+    ] = None,
+) -> None:
+    """Train the shapes model (the one imggen ships) from scenes it renders itself.
+
+    About an hour on 2 CPU cores with the defaults; the folder is saved at every checkpoint.
+    """
+    from imggen.shapes.train import TrainConfig
+    from imggen.shapes.train import train_shapes as train
+
+    config = TrainConfig(
+        seed=seed,
+        vae_steps=vae_steps,
+        unet_steps=unet_steps,
+        unet_lr=lr,
+        threads=threads,
+        resume=None if resume is None else str(resume),
+    )
+    written = train(directory, config, log=lambda line: out.print(line, highlight=False))
+    out.print(f"shapes model written to {written}", highlight=False)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply the migrations up to ``revision`` (default: the newest)."""
@@ -101,15 +132,23 @@ def demo(
     ] = None,
     count: Annotated[int, typer.Option(help="How many prompts to run.")] = 4,
     n: Annotated[int, typer.Option("--n", help="Images per prompt.")] = 2,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "64x64",
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
 ) -> None:
     """Run a handful of jobs end to end on the embedded default, with a worker it starts itself."""
     from worker.demo import run_demo
 
     summary = run_demo(
-        output, prompts_file=prompts, count=count, n=n, steps=steps, size=size, timeout=timeout
+        output,
+        prompts_file=prompts,
+        count=count,
+        n=n,
+        steps=steps,
+        size=size,
+        guidance=guidance,
+        timeout=timeout,
     )
     raise typer.Exit(0 if all(job["status"] == "succeeded" for job in summary["jobs"]) else 1)
 

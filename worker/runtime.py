@@ -9,18 +9,20 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image as PILImage
 
 from producer.artifacts import ArtifactStore
-from producer.settings import Settings, get_settings
+from producer.settings import BUILTIN_SHAPES, Settings, get_settings
 
 if TYPE_CHECKING:
     import torch
 
     from imggen import Components, ModelCache
-    from imggen.aux_models import Captioner, Clip, LanguageModel
+    from imggen.aux_models import Captioner, Clip, LanguageModel, SentenceEmbedder
+    from imggen.shapes.vocabulary import VocabularyMap
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Runtime:
     settings: Settings
     store: ArtifactStore
     _models: ModelCache | None = field(default=None, repr=False)
+    _vocabulary: tuple[SentenceEmbedder, VocabularyMap] | None = field(default=None, repr=False)
 
     @property
     def models(self) -> ModelCache:
@@ -40,9 +43,19 @@ class Runtime:
             )
         return self._models
 
+    def model_folder(self, model_id: str) -> str:
+        """Where ``model_id``'s weights are: the settings' answer, except that the bare name
+        ``shapes`` falls back to the model imggen ships when the models folder has none."""
+        folder = self.settings.model_path(model_id)
+        if model_id == BUILTIN_SHAPES and not Path(folder, "model_index.json").exists():
+            from imggen.shapes import PRETRAINED
+
+            return str(PRETRAINED)
+        return folder
+
     def components(self, model_id: str) -> Components:
         """The resident diffusion model for ``model_id``, loaded on first use."""
-        return self.models.get(self.settings.model_path(model_id))
+        return self.models.get(self.model_folder(model_id))
 
     def expander(self) -> LanguageModel | None:
         """The configured prompt expander, or None when the deployment has none."""
@@ -52,6 +65,30 @@ class Runtime:
         return (
             self.models.get(self.settings.model_path(path), load_language_model) if path else None
         )
+
+    def sentence_embedder(self) -> SentenceEmbedder | None:
+        """The embedder for vocabulary mapping: the configured folder, or the packaged one
+        when installed; None when the deployment has neither or turned it off."""
+        from imggen.aux_models import load_sentence_embedder, packaged_sentence_embedder
+
+        path = self.settings.embed_model
+        if path is None or path.lower() == "none":
+            return None
+        folder = packaged_sentence_embedder() if path == "packaged" else path
+        if folder is None:
+            return None
+        return self.models.get(self.settings.model_path(str(folder)), load_sentence_embedder)
+
+    def vocabulary_map(self) -> VocabularyMap | None:
+        """The shapes world's vocabulary map over the sentence embedder (built once)."""
+        embedder = self.sentence_embedder()
+        if embedder is None:
+            return None
+        if self._vocabulary is None or self._vocabulary[0] is not embedder:
+            from imggen.shapes.vocabulary import VocabularyMap
+
+            self._vocabulary = (embedder, VocabularyMap(embedder.embed))
+        return self._vocabulary[1]
 
     def captioner(self) -> Captioner | None:
         from imggen.aux_models import load_captioner

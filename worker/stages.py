@@ -15,6 +15,8 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 import imggen
+from imggen.shapes import adherence, draws_shapes, parse_caption
+from imggen.shapes.checker import CHECKER_VERSION
 from imggen.stages.score import METRIC_VERSION, best_of, clip_scores, reference_metrics
 from producer.artifacts import job_key
 from producer.models import Image, Job, Metric
@@ -75,13 +77,26 @@ def expand(ctx: StageContext) -> StageResult:
         allowed_words=settings.expand_words(),
     )
 
+    # 3. For a model of the shapes world, the prompt in the world's own words.
+    prompt, mapped = expansion.prompt, False
+    if draws_shapes(ctx.runtime.model_folder(ctx.model)):
+        vocabulary = ctx.runtime.vocabulary_map()
+        mapping = vocabulary.map(prompt) if vocabulary else None
+        if vocabulary is None:
+            notes.append("vocabulary mapping skipped: no sentence embedder (IMGGEN_EMBED_MODEL)")
+        elif mapping is None:
+            notes.append("vocabulary mapping skipped: the prompt names no figure and ground")
+        else:
+            prompt, mapped = mapping.prompt, mapping.changed
+
     def persist(session: Session, job: Job) -> None:
-        job.caption, job.expanded_prompt = caption, expansion.prompt
+        job.caption, job.expanded_prompt = caption, prompt
 
     output = {
         "original": expansion.original,
-        "prompt": expansion.prompt,
+        "prompt": prompt,
         "expanded": expansion.expanded,
+        "mapped": mapped,
         "caption": caption,
         "expander": expander.model_id if expander else None,
     }
@@ -152,7 +167,17 @@ def score(ctx: StageContext) -> StageResult:
             image_scores.update(reference_metrics(image, reference))
         measured_by |= dict.fromkeys(("mse", "psnr", "ssim"), "torchmetrics")
 
-    # 3. Best of N: the others are kept, marked discarded.
+    # 3. Adherence, for models of the shapes world: does the image show what was asked?
+    if draws_shapes(ctx.runtime.model_folder(ctx.model)):
+        scene = parse_caption(ctx.outputs["expand"]["prompt"])
+        if scene is None:
+            notes.append("adherence skipped: the prompt is not a caption of the shapes world")
+        else:
+            for image, image_scores in zip(images, scores, strict=True):
+                image_scores.update(adherence(image, scene))
+            measured_by |= dict.fromkeys(scores[0].keys() - measured_by.keys(), CHECKER_VERSION)
+
+    # 4. Best of N: the others are kept, marked discarded.
     kept = list(range(len(images)))
     if ctx.spec.keep_best is not None:
         kept, skipped = best_of(scores, ctx.spec.rank_by, ctx.spec.keep_best)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -40,6 +41,20 @@ class Scene:
 
 def caption(scene: Scene) -> str:
     return f"a {scene.colour} {scene.shape} on a {scene.background} background"
+
+
+_CAPTION = re.compile(r"an? (\w+) (\w+) on an? (\w+) background")
+
+
+def parse_caption(text: str) -> Scene | None:
+    """The scene a caption of the grammar describes, or None for any other text."""
+    match = _CAPTION.fullmatch(" ".join(text.lower().split()).rstrip("."))
+    if match is None:
+        return None
+    try:
+        return Scene(colour=match[1], shape=match[2], background=match[3])
+    except ValueError:
+        return None
 
 
 def all_scenes() -> list[Scene]:

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from producer.errors import InvalidJobSpec
-from producer.spec import MAX_IMAGES, MAX_SEED, JobSpec, parse_size, validate_spec
+from producer.spec import (
+    MAX_IMAGES,
+    MAX_SEED,
+    JobSpec,
+    parse_size,
+    validate_spec,
+    with_native_size,
+)
 
 VALID: dict[str, Any] = {
     "prompt": "a red fox",
@@ -82,3 +89,13 @@ def test_parse_size() -> None:
     assert parse_size("640x480") == (640, 480)
     with pytest.raises(InvalidJobSpec, match="size"):
         parse_size("640by480")
+
+
+def test_the_shipped_shapes_model_gets_its_own_size_unless_the_job_names_one() -> None:
+    unsized = validate_spec({"prompt": "a red circle on a white background"})
+    assert (unsized.width, unsized.height) == (512, 512)
+    native = with_native_size(unsized, "shapes")
+    assert (native.width, native.height) == (64, 64)
+    assert with_native_size(unsized, "sd-1.5") is unsized
+    sized = with_native_size(validate_spec({"prompt": "x", "width": 128, "height": 96}), "shapes")
+    assert (sized.width, sized.height) == (128, 96)
