@@ -73,14 +73,19 @@ class Cluster:
     def start_worker(
         self, concurrency: int = 2, include: Sequence[str] = (), queues: Sequence[str] = ALL_QUEUES
     ) -> subprocess.Popen[bytes]:
-        process = start_worker(
-            env=self.env,
-            concurrency=concurrency,
-            loglevel="WARNING",
-            hostname=f"chaos-{len(self.workers)}@%h",
-            include=include,
-            queues=queues,
-        )
+        # Each worker logs to a file of its own in the cluster's home, not over the output of
+        # the test or benchmark (the worker keeps its own copy of the descriptor).
+        self.home.mkdir(parents=True, exist_ok=True)
+        with (self.home / f"worker-{len(self.workers)}.log").open("ab") as log:
+            process = start_worker(
+                env=self.env,
+                log=log,
+                concurrency=concurrency,
+                loglevel="WARNING",
+                hostname=f"chaos-{len(self.workers)}@%h",
+                include=include,
+                queues=queues,
+            )
         self.workers.append(process)
         return process
 
