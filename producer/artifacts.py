@@ -37,6 +37,21 @@ class ArtifactStore:
         self.fs.mv(temporary, path)
         return self.uri(key)
 
+    def remove_partial_writes(self, prefix: str) -> int:
+        """Delete temporary files under ``prefix`` that a killed writer left; returns how many.
+
+        Only for a prefix no live writer uses (a job's folder once its stage has been taken
+        over from a lost worker): a writer whose temporary file goes fails its rename.
+        """
+        removed = 0
+        for path in self.fs.glob(f"{self.root}/{prefix.strip('/')}/.tmp-*"):
+            try:
+                self.fs.rm(path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
     def exists(self, uri: str) -> bool:
         fs, path = url_to_fs(uri)
         return bool(fs.exists(path))
@@ -54,4 +69,9 @@ class ArtifactStore:
 
 def job_key(job_id: str, name: str) -> str:
     """Where a job's artifact called ``name`` lives in the store."""
-    return f"jobs/{job_id}/{name}"
+    return f"{job_prefix(job_id)}/{name}"
+
+
+def job_prefix(job_id: str) -> str:
+    """The folder of a job's artifacts in the store."""
+    return f"jobs/{job_id}"

@@ -46,6 +46,7 @@ class Claim:
     job: Job | None = None
     outputs: dict[str, dict[str, Any]] | None = None
     previous_error_kind: str | None = None  # how the last attempt failed ("oom", …)
+    took_over: bool = False  # from a worker whose lease ran out (it may have left partial files)
 
 
 def claim_stage(
@@ -96,6 +97,7 @@ def claim_stage(
             job=job,
             outputs=outputs,
             previous_error_kind=run.error_kind,
+            took_over=lost,
         )
     return _why_not_claimed(session, job, run, now, max_attempts)
 

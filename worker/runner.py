@@ -16,6 +16,7 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from imggen.errors import StageAborted
+from producer.artifacts import job_prefix
 from producer.db import in_transaction, session_scope
 from producer.events import notify
 from producer.outbox import publish_pending
@@ -70,6 +71,11 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         log.info("job %s %s: not run (%s)", job_id, stage, claim.outcome.value)
         return claim.outcome.value
     assert claim.job is not None
+    if claim.took_over:
+        # The lost worker may have died between writing a temporary file and renaming it.
+        removed = runtime.store.remove_partial_writes(job_prefix(job_id))
+        if removed:
+            log.info("job %s %s: removed %d partial writes", job_id, stage, removed)
     primary = claim.job
     claims = {job_id: claim}
     oom_before = claim.previous_error_kind == FailureKind.OOM.value
