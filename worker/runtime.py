@@ -31,6 +31,7 @@ class Runtime:
     store: ArtifactStore
     _models: ModelCache | None = field(default=None, repr=False)
     _vocabulary: tuple[SentenceEmbedder, VocabularyMap] | None = field(default=None, repr=False)
+    _draws_shapes: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def models(self) -> ModelCache:
@@ -52,6 +53,15 @@ class Runtime:
 
             return str(PRETRAINED)
         return folder
+
+    def draws_shapes(self, model_id: str) -> bool:
+        """Whether ``model_id`` is a model of the shapes world (read once per process, like
+        the resident model itself, not on every expand and score)."""
+        if model_id not in self._draws_shapes:
+            from imggen.shapes import draws_shapes
+
+            self._draws_shapes[model_id] = draws_shapes(self.model_folder(model_id))
+        return self._draws_shapes[model_id]
 
     def components(self, model_id: str) -> Components:
         """The resident diffusion model for ``model_id``, loaded on first use."""

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 import imggen
-from imggen.shapes import adherence, draws_shapes, parse_caption
+from imggen.shapes import adherence, parse_caption
 from imggen.shapes.checker import CHECKER_VERSION
 from imggen.stages.score import METRIC_VERSION, best_of, clip_scores, reference_metrics
 from producer.artifacts import job_key
@@ -79,7 +79,7 @@ def expand(ctx: StageContext) -> StageResult:
 
     # 3. For a model of the shapes world, the prompt in the world's own words.
     prompt, mapped = expansion.prompt, False
-    if draws_shapes(ctx.runtime.model_folder(ctx.model)):
+    if ctx.runtime.draws_shapes(ctx.model):
         vocabulary = ctx.runtime.vocabulary_map()
         mapping = vocabulary.map(prompt) if vocabulary else None
         if vocabulary is None:
@@ -168,7 +168,7 @@ def score(ctx: StageContext) -> StageResult:
         measured_by |= dict.fromkeys(("mse", "psnr", "ssim"), "torchmetrics")
 
     # 3. Adherence, for models of the shapes world: does the image show what was asked?
-    if draws_shapes(ctx.runtime.model_folder(ctx.model)):
+    if ctx.runtime.draws_shapes(ctx.model):
         scene = parse_caption(ctx.outputs["expand"]["prompt"])
         if scene is None:
             notes.append("adherence skipped: the prompt is not a caption of the shapes world")

@@ -27,7 +27,7 @@ class Reading:
 
 
 def _nearest(rgb: np.ndarray) -> str:
-    return _NAMES[int(np.argmin(((_PALETTE - rgb) ** 2).sum(axis=1)))]
+    return _NAMES[int(_nearest_all(rgb))]
 
 
 def _nearest_all(pixels: np.ndarray) -> np.ndarray:

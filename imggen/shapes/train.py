@@ -131,8 +131,8 @@ def train_denoiser(
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
         index = torch.randint(len(ids), (config.unet_batch,), generator=generator)
-        latents = means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)
-        latents = latents * scale
+        mean = means[index]
+        latents = (mean + stds[index] * torch.randn(mean.shape, generator=generator)) * scale
         tokens = ids[index].clone()
         dropped = torch.rand(len(tokens), generator=generator) < config.drop_caption
         tokens[dropped] = empty
@@ -196,8 +196,7 @@ def train_shapes(out_dir: str | Path, config: TrainConfig, log: Log = print) -> 
         train_vae(parts.vae, config, log)
 
     def checkpoint(averaged: StableDiffusionPipeline) -> None:
-        averaged.vae.register_to_config(scaling_factor=parts.vae.config.scaling_factor)
-        averaged.vae.load_state_dict(parts.vae.state_dict())
+        # The averaged copy was made after the VAE's training and scaling: it holds them.
         averaged.save_pretrained(target, safe_serialization=True)
         mark_as_shapes(target)
         log(f"saved {target} after {time.monotonic() - started:.0f} s")

