@@ -3,6 +3,7 @@
     python -m bench.throughput [--quick] [--prompts ../shared/data/PartiPrompts.tsv]
 
 1. queue overhead: the same jobs in an in-process loop over imggen vs through Redis + one worker;
+   1b. bookkeeping: what claim, commit and publish cost per stage and per job, without a worker;
 2. batching: denoise throughput with cross-job batching on vs off, 1, 4 and 8 compatible jobs;
 3. caches: a workload of repeated and paraphrased prompts, caches off vs on;
 4. memory: worker RSS after 50 and after 500 jobs.
@@ -20,16 +21,24 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import imggen
 from imggen.tiny import make_tiny, make_tiny_clip
+from migrations import upgrade
 from producer.db import in_transaction
-from producer.jobs import get_job
+from producer.jobs import create_job, get_job
+from producer.outbox import publish_now
+from producer.pipeline import STAGES
+from producer.queue import producer_app
+from producer.settings import Settings
+from producer.spec import validate_spec
 from tests.chaos.harness import Cluster
 from tests.conftest import RedisServer, postgres_database
 from worker.demo import read_prompts
+from worker.leases import claim_stage, commit_stage
 
 BASE_PROMPTS = [
     "a lighthouse on a cliff",
@@ -145,6 +154,61 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int) -> None:
             for s in ("expand", "encode", "denoise", "decode", "score")
         )
         print(f"| {label} | {wall:.1f} | {jobs / wall:.2f} | {direct / wall:.2f} | {cells} |")
+    print(
+        "\nStage columns: seconds from claim to commit, summed over the jobs of the last round "
+        "(a batched denoise counts once for each job in it)."
+    )
+
+
+def bookkeeping(root: Path, redis_url: str, jobs: int) -> None:
+    """The queue's fixed cost: each stage's claim, commit and publish, run in-process with no
+    model and no Celery worker, so the machine's drifting speed for torch does not blur it."""
+    times: dict[str, list[float]] = {"claim": [], "commit": [], "publish": []}
+
+    def timed(kind: str, database_url: str, work: Any) -> Any:
+        started = time.perf_counter()
+        result = in_transaction(database_url, work)
+        times[kind].append(time.perf_counter() - started)
+        return result
+
+    with postgres_database() as database_url:
+        upgrade(database_url)
+        settings = Settings(
+            home=root / "bookkeeping", database_url=database_url, broker_url=redis_url
+        )
+        app = producer_app(settings)
+        for i in range(jobs):
+            spec = validate_spec({"prompt": f"prompt {i}", "seed": i})
+            job_id = in_transaction(database_url, partial(create_job, spec=spec, model="m")).id
+            for stage in STAGES:
+                claim = timed(
+                    "claim",
+                    database_url,
+                    partial(
+                        claim_stage, job_id=job_id, stage=stage, lease_seconds=60, max_attempts=3
+                    ),
+                )
+                following = timed(
+                    "commit",
+                    database_url,
+                    partial(commit_stage, job_id=job_id, stage=stage, token=claim.token, output={}),
+                )
+                if following is not None:
+                    started = time.perf_counter()
+                    publish_now(database_url, app, job_id, following)
+                    times["publish"].append(time.perf_counter() - started)
+    medians = {kind: 1000 * statistics.median(values) for kind, values in times.items()}
+    per_job = 1000 * sum(sum(values) for values in times.values()) / jobs
+    print(
+        f"\n### 1b. Bookkeeping: {jobs} jobs x {len(STAGES)} stages, PostgreSQL + Redis, "
+        "in-process (no worker, no model); medians per stage\n"
+    )
+    print("| claim ms | commit ms | publish ms | all five stages, per job ms |")
+    print("|---:|---:|---:|---:|")
+    print(
+        f"| {medians['claim']:.1f} | {medians['commit']:.1f} | {medians['publish']:.1f} "
+        f"| {per_job:.0f} |"
+    )
 
 
 def batching(root: Path, model: Path, redis_url: str) -> None:
@@ -322,11 +386,12 @@ def main() -> None:
         "--prompts", type=Path, help="prompt file for the cache workload (TSV or text)"
     )
     parser.add_argument(
-        "--only", default="", help="comma-separated: overhead,batching,caches,memory"
+        "--only", default="", help="comma-separated: overhead,bookkeeping,batching,caches,memory"
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    only = set(args.only.split(",")) if args.only else {"overhead", "batching", "caches", "memory"}
+    everything = {"overhead", "bookkeeping", "batching", "caches", "memory"}
+    only = set(args.only.split(",")) if args.only else everything
     prompts = read_prompts(args.prompts, 40) if args.prompts else BASE_PROMPTS
     print(
         f"# imggen throughput, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
@@ -340,6 +405,8 @@ def main() -> None:
         try:
             if "overhead" in only:
                 queue_overhead(root, model, redis.url, jobs=6 if args.quick else 24)
+            if "bookkeeping" in only:
+                bookkeeping(root, redis.url, jobs=10 if args.quick else 60)
             if "batching" in only:
                 batching(root, model, redis.url)
             if "caches" in only:

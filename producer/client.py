@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from producer.artifacts import ArtifactStore, job_key
-from producer.db import in_transaction, session_scope
+from producer.db import in_transaction
 from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
 from producer.images import InputImage, validate_input_image
 from producer.jobs import cancel_job, create_job, get_job, job_view, new_job_id
@@ -92,9 +92,10 @@ class Client:
             key = job_key(job_id, f"input.{image.format}")
             image_uri = self.store.put(key, image.data)
         try:
-            with session_scope(self._db_url) as session:
-                # The job, its stages and its first message, in one transaction.
-                create_job(
+            # The job, its stages and its first message, in one transaction.
+            in_transaction(
+                self._db_url,
+                lambda session: create_job(
                     session,
                     spec,
                     model,
@@ -102,7 +103,8 @@ class Client:
                     input_image_uri=image_uri,
                     owner_key_id=owner_key_id,
                     idempotency_key=idempotency_key,
-                )
+                ),
+            )
         except IntegrityError:
             # A concurrent request with the same idempotency key won the race: return its job.
             if idempotency_key is None:

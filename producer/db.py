@@ -50,9 +50,10 @@ def _make_engine(url: str) -> Engine:
     """A pooled engine for ``url``; SQLite files get WAL and write-serialising transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        # pre_ping: a connection killed under us (restart, pg_terminate_backend) is replaced
-        # before use instead of failing the stage.
-        return create_engine(url, pool_pre_ping=True)
+        # No pool_pre_ping: it costs a round trip on every transaction (a stage has three).
+        # A connection killed under us (restart, pg_terminate_backend) fails its statement,
+        # SQLAlchemy then recycles the whole pool, and ``in_transaction`` runs the work again.
+        return create_engine(url)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})

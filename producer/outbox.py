@@ -13,11 +13,11 @@ import logging
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from producer.db import session_scope
+from producer.db import in_transaction, session_scope
 from producer.models import OutboxMessage, StageRun, utcnow
 from producer.queue import enqueue_stage
 
@@ -31,6 +31,29 @@ def add_message(session: Session, job_id: str, stage: str) -> None:
     )
     if exists is None:
         session.add(OutboxMessage(job_id=job_id, stage=stage))
+
+
+def publish_now(database_url: str, app: Celery, job_id: str, stage: str) -> bool:
+    """The fast path right after the commit that added the message: send it and delete its row.
+
+    Returns False when the row was already gone (a relay sent it first). If the broker fails,
+    the row stays for the relay and the error propagates. The caller's commit already set the
+    stage's ``sent_at``, so this is one statement.
+    """
+
+    def send(session: Session) -> bool:
+        # The DELETE locks the row: a relay running now skips it (SKIP LOCKED) or, if it got
+        # there first, has deleted it and this deletes nothing.
+        taken = session.execute(
+            delete(OutboxMessage).where(
+                OutboxMessage.job_id == job_id, OutboxMessage.stage == stage
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        if taken:
+            enqueue_stage(app, job_id, stage)  # raises: rolled back, the row stays for the relay
+        return bool(taken)
+
+    return in_transaction(database_url, send)
 
 
 def publish_pending(

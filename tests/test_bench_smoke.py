@@ -47,3 +47,17 @@ def test_quality_bench_runs_all_three_tables_on_a_few_scenes() -> None:
         "on",
     ]
     assert all(row.count("%") == 4 for row in rows if row.split("|")[1].strip() in {"2", "4"})
+
+
+def test_bookkeeping_bench_times_claim_commit_and_publish() -> None:
+    command = [sys.executable, "-m", "bench.throughput", "--quick", "--only", "bookkeeping"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = result.stdout.splitlines().index(
+        "| claim ms | commit ms | publish ms | all five stages, per job ms |"
+    )
+    row = result.stdout.splitlines()[header + 2]
+    claim, commit, publish, per_job = (float(cell) for cell in row.strip("| ").split(" | "))
+    assert min(claim, commit, publish) > 0
+    # Five claims and commits and four publishes make up a job.
+    assert per_job >= 4 * (claim + commit + publish) * 0.5

@@ -55,10 +55,12 @@ def claim_stage(
     """Try to take the lease on ``stage`` of ``job_id``."""
     now = utcnow()
     token = uuid.uuid4().hex
-    before = _stage_run(session, job_id, stage)
+    # One read of the job's stage runs serves the take-over check and the earlier outputs.
+    runs = _stage_runs(session, job_id)
+    run = next((r for r in runs if r.stage == stage), None)
     # A running stage whose lease ran out lost its worker (killed, or cut off from the database).
-    lost = before is not None and before.status == StageStatus.RUNNING.value
-    claimed = session.execute(
+    lost = run is not None and run.status == StageStatus.RUNNING.value
+    claimed = session.scalars(
         update(StageRun)
         .where(
             StageRun.job_id == job_id,
@@ -75,21 +77,21 @@ def claim_stage(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=now,
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+        # RETURNING refreshes the run already loaded: no second read.
+        .returning(StageRun)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
     job = session.get(Job, job_id)
-    run = _stage_run(session, job_id, stage)
     if job is None or run is None:
         return Claim(ClaimOutcome.ENDED)
-    if claimed:
-        session.refresh(run)
+    if claimed is not None:
         if lost:
             run.error = f"attempt {run.attempts - 1}: worker lost (lease expired)"
             run.error_kind = "worker_lost"
         if job.status == JobStatus.QUEUED.value:
             job.status, job.started_at = JobStatus.RUNNING.value, now
         job.stage, job.progress_step, job.progress_total = stage, None, None
-        outputs = {r.stage: r.output or {} for r in _stage_runs(session, job_id)}
+        outputs = {r.stage: r.output or {} for r in runs}
         return Claim(
             ClaimOutcome.CLAIMED,
             token,
@@ -198,7 +200,8 @@ def commit_stage(
     now = utcnow()
     # Lock the job row first: a concurrent cancel and this commit then happen one after the other.
     job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
-    run = _stage_run(session, job_id, stage)
+    runs = {r.stage: r for r in _stage_runs(session, job_id)}
+    run = runs.get(stage)
     if job is None or run is None or job.status not in _ACTIVE_VALUES or run.lease_token != token:
         return None
     run.status = StageStatus.SUCCEEDED.value
@@ -214,9 +217,11 @@ def commit_stage(
         session.flush()
         finish_job(session, job_id, JobStatus.SUCCEEDED)
         return None
-    after = _stage_run(session, job_id, following)
+    after = runs.get(following)
     assert after is not None, f"job {job_id} has no {following} stage"
-    after.status, after.enqueued_at, after.sent_at = StageStatus.QUEUED.value, now, None
+    # sent_at now, not after the publish: saves the publish a write. Until the message has
+    # gone its outbox row exists, and the sweeper leaves alone a stage that has one.
+    after.status, after.enqueued_at, after.sent_at = StageStatus.QUEUED.value, now, now
     job.stage, job.progress_step, job.progress_total = following, None, None
     add_message(session, job_id, following)
     return following

@@ -6,20 +6,17 @@ This is the only place with the stage life cycle; the Celery tasks just call ``r
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from celery import Task
 from sqlalchemy.orm import Session
 
 from imggen.errors import StageAborted
 from producer.artifacts import job_prefix
-from producer.db import in_transaction, session_scope
+from producer.db import in_transaction
 from producer.events import notify
-from producer.outbox import publish_pending
+from producer.outbox import publish_now
 from producer.spec import JobSpec
 from worker.denoising import denoise_jobs
 from worker.leases import (
@@ -29,16 +26,13 @@ from worker.leases import (
     claim_stage,
     commit_stage,
     record_failure,
-    renew_lease,
 )
+from worker.monitor import StageMonitor
 from worker.retry import FailureKind, backoff_seconds, classify
 from worker.runtime import Runtime, get_runtime
 from worker.stages import STAGE_FUNCTIONS, StageContext, StageResult
 
 log = logging.getLogger(__name__)
-
-# Progress is written at most this often: each write is a transaction.
-PROGRESS_INTERVAL_S = 0.25
 
 # Stages that run several compatible jobs at once.
 BATCHED_STAGES: dict[str, Callable[[list[StageContext]], dict[str, StageResult | StageAborted]]] = {
@@ -94,12 +88,15 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
                 max_attempts=settings.stage_max_attempts,
             ),
         )
-    contexts = [_context(runtime, jid, stage, c, oom_before) for jid, c in claims.items()]
     tokens = {jid: c.token for jid, c in claims.items() if c.token is not None}
+    monitor = StageMonitor(runtime, stage, tokens)
+    contexts = [
+        _context(runtime, jid, c, monitor.on_step(jid), oom_before) for jid, c in claims.items()
+    ]
 
-    # 2. Do the work under a heartbeat, reporting progress and watching for cancellation.
+    # 2. Do the work while the monitor renews the leases, shows progress and notes cancellation.
     try:
-        with _heartbeat(runtime, stage, tokens):
+        with monitor:
             results = _run(stage, contexts)
     except Exception as exc:
         for companion in contexts[1:]:
@@ -117,7 +114,7 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         notify(settings.resolved_redis_url, jid)
         if following is not None:
             try:
-                publish_pending(db, task.app, job_id=jid)
+                publish_now(db, task.app, jid, following)
             except Exception:  # noqa: BLE001 - the relay will send it
                 log.warning("job %s: %s message left to the relay", jid, following, exc_info=True)
     return outcome
@@ -133,7 +130,11 @@ def _committer(
 
 
 def _context(
-    runtime: Runtime, job_id: str, stage: str, claim: Claim, oom_before: bool
+    runtime: Runtime,
+    job_id: str,
+    claim: Claim,
+    on_step: Callable[[int, int], None],
+    oom_before: bool,
 ) -> StageContext:
     assert claim.token is not None and claim.job is not None and claim.outputs is not None
     return StageContext(
@@ -143,7 +144,7 @@ def _context(
         input_image_uri=claim.job.input_image_uri,
         outputs=claim.outputs,
         runtime=runtime,
-        on_step=_progress_reporter(runtime, job_id, stage, claim.token),
+        on_step=on_step,
         # After running out of accelerator memory, draw the images one at a time.
         max_batch=1 if oom_before else None,
     )
@@ -157,66 +158,6 @@ def _run(stage: str, contexts: list[StageContext]) -> dict[str, StageResult | St
         return {context.job_id: STAGE_FUNCTIONS[stage](context)}
     except StageAborted as aborted:
         return {context.job_id: aborted}
-
-
-@contextmanager
-def _heartbeat(runtime: Runtime, stage: str, tokens: dict[str, str]) -> Iterator[None]:
-    """Renew the leases (one per job) every quarter of their length while the stage runs.
-
-    A stage that is alive keeps its lease however long it takes; a killed one loses it within
-    one lease length, and the sweeper hands the stage to another worker.
-    """
-    settings = runtime.settings
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(settings.stage_lease_seconds / 4):
-            try:
-                # Fenced out or canceled: renewal fails, and the progress check stops the work.
-                with session_scope(settings.resolved_database_url) as session:
-                    for job_id, token in tokens.items():
-                        renew_lease(session, job_id, stage, token, settings.stage_lease_seconds)
-            except Exception:  # noqa: BLE001 - a lost connection: try again next beat
-                log.warning("lease heartbeat failed for %s", stage, exc_info=True)
-
-    thread = threading.Thread(target=beat, name=f"lease-{stage}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _progress_reporter(
-    runtime: Runtime, job_id: str, stage: str, token: str
-) -> Callable[[int, int], None]:
-    settings = runtime.settings
-    last = 0.0
-
-    def on_step(step: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if step < total and now - last < PROGRESS_INTERVAL_S:
-            return
-        last = now
-        alive = in_transaction(
-            settings.resolved_database_url,
-            lambda session: renew_lease(
-                session,
-                job_id,
-                stage,
-                token,
-                settings.stage_lease_seconds,
-                progress_step=step,
-                progress_total=total,
-            ),
-        )
-        notify(settings.resolved_redis_url, job_id)
-        if not alive:
-            raise StageAborted(f"job {job_id} {stage}: canceled or lease lost")
-
-    return on_step
 
 
 def _record(

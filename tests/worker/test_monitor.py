@@ -1,0 +1,69 @@
+"""The stage monitor: progress and leases written off the work's thread, cancellation noticed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imggen.errors import StageAborted
+from producer.artifacts import ArtifactStore
+from producer.db import session_scope
+from producer.jobs import cancel_job, get_job
+from producer.settings import Settings
+from tests.worker.test_leases import LEASE, _new_job, _stage, db  # noqa: F401 - db is a fixture
+from worker.leases import claim_stage
+from worker.monitor import PROGRESS_INTERVAL_S, StageMonitor
+from worker.runtime import Runtime
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.05)
+
+
+def test_the_monitor_shows_progress_renews_the_lease_and_notices_a_cancel(
+    db: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        claim = claim_stage(session, job_id, "expand", **LEASE)
+    assert claim.token is not None
+    # A one-second lease is renewed every quarter second.
+    settings = Settings.model_validate(
+        {"home": str(tmp_path), "database_url": db, "stage_lease_seconds": 1.0}
+    )
+    runtime = Runtime(settings, ArtifactStore(str(tmp_path / "artifacts")))
+
+    def progress() -> tuple[int | None, int | None]:
+        with session_scope(db) as session:
+            job = get_job(session, job_id)
+            return job.progress_step, job.progress_total
+
+    with StageMonitor(runtime, "expand", {job_id: claim.token}) as monitor:
+        report = monitor.on_step(job_id)
+        report(3, 10)  # only noted: the loop never waits on the database
+        assert progress() == (None, None)
+        _eventually(lambda: progress() == (3, 10))
+
+        granted = _stage(db, job_id, "expand").lease_expires_at
+        _eventually(lambda: _stage(db, job_id, "expand").lease_expires_at > granted)
+
+        with session_scope(db) as session:
+            assert cancel_job(session, job_id)
+
+        def stopped() -> bool:
+            try:
+                report(4, 10)
+            except StageAborted:
+                return True
+            return False
+
+        _eventually(stopped, timeout=10 * PROGRESS_INTERVAL_S + 5)
+    with pytest.raises(StageAborted):
+        report(5, 10)  # and it stays stopped
