@@ -141,7 +141,10 @@ class _Ticker:
             time.sleep(PROGRESS_INTERVAL_S)
             with self._lock:
                 for monitor in list(self._monitors):
-                    monitor.tick()
+                    try:
+                        monitor.tick()
+                    except Exception:  # noqa: BLE001 - the thread must outlive any one stage
+                        log.exception("stage monitor tick failed for %s", monitor.stage)
 
 
 _ticker = _Ticker()
