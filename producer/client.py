@@ -20,7 +20,8 @@ from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeou
 from producer.images import InputImage, validate_input_image
 from producer.jobs import cancel_job, create_job, get_job, job_view, new_job_id
 from producer.models import TERMINAL, Job, JobStatus
-from producer.outbox import publish_pending
+from producer.outbox import publish_now
+from producer.pipeline import STAGES
 from producer.queue import producer_app
 from producer.settings import Settings, get_settings
 from producer.spec import JobSpec, validate_spec, with_native_size
@@ -116,7 +117,7 @@ class Client:
         # Publish now if the broker answers; if not, the job is safe in SQL and the relay
         # (run by every worker) sends it when the broker is back.
         try:
-            publish_pending(self._db_url, producer_app(self.settings), job_id=job_id)
+            publish_now(self._db_url, producer_app(self.settings), job_id, STAGES[0])
         except Exception:  # noqa: BLE001 - a broker or database hiccup after the commit
             log.warning("job %s recorded; its message waits in the outbox", job_id, exc_info=True)
         return JobHandle(self, job_id)

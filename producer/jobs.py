@@ -75,6 +75,9 @@ def create_job(
             status=(StageStatus.QUEUED if i == 0 else StageStatus.PENDING).value,
             attempts=0,
             enqueued_at=now if i == 0 else None,
+            # As a stage commit does: sent now, published right after (publish_now) or, while
+            # the outbox row exists, by the relay, which sets it again.
+            sent_at=now if i == 0 else None,
         )
         for i, stage in enumerate(STAGES)
     ]

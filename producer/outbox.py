@@ -37,8 +37,8 @@ def publish_now(database_url: str, app: Celery, job_id: str, stage: str) -> bool
     """The fast path right after the commit that added the message: send it and delete its row.
 
     Returns False when the row was already gone (a relay sent it first). If the broker fails,
-    the row stays for the relay and the error propagates. The caller's commit already set the
-    stage's ``sent_at``, so this is one statement.
+    the row stays for the relay and the error propagates. The transaction that added the row
+    (submission, stage commit) already set the stage's ``sent_at``, so this is one statement.
     """
 
     def send(session: Session) -> bool:
@@ -60,11 +60,10 @@ def publish_pending(
     database_url: str,
     app: Celery,
     *,
-    job_id: str | None = None,
     min_age_s: float = 0.0,
     limit: int = 200,
 ) -> int:
-    """Publish waiting messages (of one job, or all older than ``min_age_s``); returns how many.
+    """The relay: publish waiting messages older than ``min_age_s``; returns how many.
 
     Stops at the first broker error: the broker is likely down, and the rows stay for later.
     """
@@ -72,8 +71,6 @@ def publish_pending(
     query = select(OutboxMessage).where(
         OutboxMessage.available_at <= now - timedelta(seconds=min_age_s)
     )
-    if job_id is not None:
-        query = query.where(OutboxMessage.job_id == job_id)
     # SKIP LOCKED: several relays (one per worker) share the work instead of queueing on locks.
     query = query.order_by(OutboxMessage.id).limit(limit).with_for_update(skip_locked=True)
     published = 0
