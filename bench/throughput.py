@@ -14,6 +14,7 @@ Needs redis-server and PostgreSQL (as the chaos bench). Tiny random-weight model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import random
@@ -25,11 +26,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 import imggen
 from imggen.tiny import make_tiny, make_tiny_clip
 from migrations import upgrade
 from producer.db import in_transaction
 from producer.jobs import create_job, get_job
+from producer.models import Job, utcnow
 from producer.outbox import publish_now
 from producer.pipeline import STAGES
 from producer.queue import producer_app
@@ -80,14 +84,38 @@ def _stage_seconds(cluster: Cluster, job_ids: Sequence[str]) -> dict[str, float]
     return in_transaction(cluster.settings.resolved_database_url, read)
 
 
-def _run_jobs(cluster: Cluster, specs: list[dict[str, Any]]) -> tuple[float, list[str]]:
+def _run_jobs(
+    cluster: Cluster, specs: list[dict[str, Any]], poll_s: float = 0.25
+) -> tuple[float, list[str]]:
     started = time.perf_counter()
     ids = [cluster.client.submit(**spec).id for spec in specs]
-    cluster.drain(ids, 3600)
+    cluster.drain(ids, 3600, poll_s)
     return time.perf_counter() - started, ids
 
 
-def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int) -> None:
+def _queue_wall(cluster: Cluster, specs: list[dict[str, Any]]) -> tuple[float, list[str]]:
+    """Seconds from the first submit to the last job's end, read from the jobs' own records:
+    exact, so the bench can look for the end seldom (its queries take CPU from the worker)."""
+    started = utcnow()
+    _, ids = _run_jobs(cluster, specs, poll_s=1.0)
+    ended = in_transaction(
+        cluster.settings.resolved_database_url,
+        lambda s: s.scalar(select(func.max(Job.finished_at)).where(Job.id.in_(ids))),
+    )
+    return (ended - started).total_seconds(), ids
+
+
+def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int, rounds: int) -> None:
+    """The same jobs through a hand-written loop and through the queue, in paired rounds.
+
+    This machine's speed changes by 10-30% from one stretch of seconds to the next, more than
+    the overhead to measure. So each short round runs the same ``jobs`` jobs every way back to
+    back (the order rotating), each path's ratio is taken within its round, and the table
+    gives the median of the rounds' ratios and their quartiles. The direct loop runs twice per
+    round: the second run's ratio is a control that shows the noise left. Both workers stay
+    up between rounds (idle, a worker waits on its broker without using the CPU), each on its
+    own database and Redis database.
+    """
     spec = {"n": 2, "steps": 25, "width": 256, "height": 256, "guidance": 7.5}
     specs = [{"prompt": f"{BASE_PROMPTS[i % 10]} {i}", "seed": i} | spec for i in range(jobs)]
 
@@ -97,9 +125,9 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int) -> None:
         parts, imggen.encode_prompt(parts, "warm up"), seeds=[0], steps=2, height=64, width=64
     )
 
-    def direct_loop() -> float:
+    def direct_loop(batch: list[dict[str, Any]]) -> float:
         started = time.perf_counter()
-        for job in specs:
+        for job in batch:
             prompt = imggen.expand(job["prompt"]).prompt
             embeddings = imggen.encode_prompt(parts, prompt)
             seeds = [job["seed"], job["seed"] + 1]
@@ -111,52 +139,65 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int) -> None:
                 imggen.score(image)
         return time.perf_counter() - started
 
-    # This machine's speed drifts between runs: the paths take turns and medians count.
-    directs: list[float] = []
-    queued: dict[str, list[float]] = {"queue, batching off": [], "queue, batching on": []}
+    direct, control = "direct in-process loop", "direct loop again (noise control)"
+    walls: dict[str, list[float]] = {direct: [], control: []}
     stages: dict[str, dict[str, float]] = {}
-    for round_ in range(3):
-        directs.append(direct_loop())
-        for label, batch in (("queue, batching off", "1"), ("queue, batching on", "8")):
-            with postgres_database() as database_url:
-                cluster = _cluster(
-                    root,
-                    f"overhead-{batch}-{round_}",
-                    model,
-                    redis_url,
-                    database_url,
-                    batch_max_images=batch,
-                    exact_cache="false",
-                )
-                cluster.start_worker(concurrency=1)
-                _run_jobs(cluster, [specs[0] | {"seed": 10_000}])  # worker start-up and model load
-                wall, ids = _run_jobs(
-                    cluster, [s | {"seed": s["seed"] + 100 * round_} for s in specs]
-                )
-                stages[label] = _stage_seconds(cluster, ids)
-                cluster.stop()
-            queued[label].append(wall)
-    direct = statistics.median(directs)
+    with contextlib.ExitStack() as stack:
+        clusters: dict[str, Cluster] = {}
+        for number, (label, batch_images) in enumerate(
+            (("queue, batching off", "1"), ("queue, batching on", "8")), start=1
+        ):
+            cluster = _cluster(
+                root,
+                f"overhead-{batch_images}",
+                model,
+                f"{redis_url.rsplit('/', 1)[0]}/{number}",
+                stack.enter_context(postgres_database()),
+                batch_max_images=batch_images,
+                exact_cache="false",
+            )
+            cluster.start_worker(concurrency=1)
+            stack.callback(cluster.stop)
+            _run_jobs(cluster, [specs[0] | {"seed": 10_000}])  # worker start-up and model load
+            clusters[label], walls[label], stages[label] = cluster, [], {}
+        paths = list(walls)
+        for round_ in range(rounds):
+            batch = [s | {"seed": s["seed"] + 1000 * (round_ + 1)} for s in specs]
+            shift = round_ % len(paths)
+            for label in paths[shift:] + paths[:shift]:
+                if label in (direct, control):
+                    walls[label].append(direct_loop(batch))
+                    continue
+                wall, ids = _queue_wall(clusters[label], batch)
+                walls[label].append(wall)
+                for stage, seconds in _stage_seconds(clusters[label], ids).items():
+                    stages[label][stage] = stages[label].get(stage, 0.0) + seconds
 
+    total = jobs * rounds
     print(
-        f"\n### 1. Queue overhead: {jobs} jobs, 256x256, 25 steps, 2 images each, one worker process; "
-        f"medians of 3 alternating rounds (direct loop runs took {min(directs):.1f}-{max(directs):.1f} s)\n"
+        f"\n### 1. Queue overhead: {rounds} paired rounds of {jobs} jobs (256x256, 25 steps, "
+        "2 images each), one worker process\n"
     )
     print(
-        "| path | wall s | jobs/s | vs direct loop | expand s | encode s | denoise s | decode s | score s |"
+        "| path | jobs/s | vs direct loop: median of rounds | quartiles | "
+        "expand ms/job | encode | denoise | decode | score |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| direct in-process loop | {direct:.1f} | {jobs / direct:.2f} | 1.00 | | | | | |")
-    for label, walls in queued.items():
-        wall = statistics.median(walls)
+    for label, times in walls.items():
+        ratios = [d / t for d, t in zip(walls[direct], times, strict=True)]
+        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         cells = " | ".join(
-            f"{stages[label].get(s, 0):.1f}"
-            for s in ("expand", "encode", "denoise", "decode", "score")
+            f"{1000 * stages[label].get(s, 0) / total:.0f}" if label in stages else ""
+            for s in STAGES
         )
-        print(f"| {label} | {wall:.1f} | {jobs / wall:.2f} | {direct / wall:.2f} | {cells} |")
+        print(
+            f"| {label} | {total / sum(times):.2f} | {statistics.median(ratios):.3f} "
+            f"| {low:.3f}-{high:.3f} | {cells} |"
+        )
     print(
-        "\nStage columns: seconds from claim to commit, summed over the jobs of the last round "
-        "(a batched denoise counts once for each job in it)."
+        "\nRatios: the direct loop's time over the path's, within each round. Stage columns: "
+        "milliseconds from claim to commit per job (a batched denoise counts once for each job "
+        "in it)."
     )
 
 
@@ -404,7 +445,8 @@ def main() -> None:
         redis.start()
         try:
             if "overhead" in only:
-                queue_overhead(root, model, redis.url, jobs=6 if args.quick else 24)
+                rounds, jobs = (2, 1) if args.quick else (60, 1)
+                queue_overhead(root, model, redis.url, jobs, rounds)
             if "bookkeeping" in only:
                 bookkeeping(root, redis.url, jobs=10 if args.quick else 60)
             if "batching" in only:

@@ -107,17 +107,21 @@ def finish_job(session: Session, job_id: str, status: JobStatus, error: str | No
     Its webhook, if it asked for one, is queued in the same transaction.
     """
     now = utcnow()
-    result = session.execute(
+    spec = session.scalar(
         update(Job)
         .where(Job.id == job_id, Job.status.in_([s.value for s in ACTIVE]))
         .values(status=status.value, error=error, finished_at=now, updated_at=now)
+        .returning(Job.spec)
         .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if spec is None:
         return False
-    session.expire_all()  # the UPDATE bypassed the session: read the job afresh
-    job = get_job(session, job_id, full=True)
-    add_delivery(session, job, "job.finished", job_view(job))
+
+    def view() -> dict[str, Any]:
+        session.expire_all()  # the UPDATE bypassed the session: read the job afresh
+        return job_view(get_job(session, job_id, full=True))
+
+    add_delivery(session, job_id, spec, "job.finished", view)
     return True
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
-from sqlalchemy import delete, select, update
+from sqlalchemy import Executable, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,8 +26,24 @@ from producer.queue import enqueue_stage
 log = logging.getLogger(__name__)
 
 
+# Built once: every stage commit adds a message and every stage publishes one. A second add for
+# the same stage does nothing (the row's unique key); PostgreSQL and SQLite say so in the INSERT.
+_MESSAGE: dict[str, Any] = {"job_id": bindparam("job"), "stage": bindparam("stage_name")}
+_ADD_MESSAGE: dict[str, Executable] = {
+    "postgresql": postgresql.insert(OutboxMessage).values(_MESSAGE).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(OutboxMessage).values(_MESSAGE).on_conflict_do_nothing(),
+}
+_TAKE_MESSAGE = delete(OutboxMessage).where(
+    OutboxMessage.job_id == bindparam("job"), OutboxMessage.stage == bindparam("stage_name")
+)
+
+
 def add_message(session: Session, job_id: str, stage: str) -> None:
     """Queue a message for ``stage`` of ``job_id`` in the caller's transaction (once per stage)."""
+    statement = _ADD_MESSAGE.get(session.get_bind().dialect.name)
+    if statement is not None:
+        session.connection().execute(statement, {"job": job_id, "stage_name": stage})
+        return
     exists = session.scalar(
         select(OutboxMessage.id).where(OutboxMessage.job_id == job_id, OutboxMessage.stage == stage)
     )
@@ -44,11 +62,11 @@ def publish_now(database_url: str, app: Celery, job_id: str, stage: str) -> bool
     def send(session: Session) -> bool:
         # The DELETE locks the row: a relay running now skips it (SKIP LOCKED) or, if it got
         # there first, has deleted it and this deletes nothing.
-        taken = session.execute(
-            delete(OutboxMessage).where(
-                OutboxMessage.job_id == job_id, OutboxMessage.stage == stage
-            )
-        ).rowcount  # type: ignore[attr-defined]
+        taken = (
+            session.connection()
+            .execute(_TAKE_MESSAGE, {"job": job_id, "stage_name": stage})
+            .rowcount
+        )
         if taken:
             enqueue_stage(app, job_id, stage)  # raises: rolled back, the row stays for the relay
         return bool(taken)

@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from producer.db import session_scope
 from producer.errors import ImggenError
-from producer.models import Job, WebhookAttempt, WebhookDelivery, utcnow
+from producer.models import WebhookAttempt, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Imggen-Signature"
@@ -64,15 +65,24 @@ def verify_signature(
         raise WebhookSignatureError("signature does not match")
 
 
-def add_delivery(session: Session, job: Job, event: str, payload: dict[str, Any]) -> None:
-    """Queue a webhook for ``job`` in the caller's transaction, if the job asked for it."""
-    url = (job.spec or {}).get("callback_url")
+def add_delivery(
+    session: Session,
+    job_id: str,
+    spec: dict[str, Any] | None,
+    event: str,
+    payload: Callable[[], dict[str, Any]],
+) -> None:
+    """Queue a webhook for the job in the caller's transaction, if its ``spec`` asked for it.
+
+    ``payload`` is called only then: most jobs have no webhook, and building one reads the job.
+    """
+    url = (spec or {}).get("callback_url")
     if not url:
         return
-    if event != "job.finished" and job.spec.get("callback_events") != "all":
+    if event != "job.finished" and (spec or {}).get("callback_events") != "all":
         return
-    body = json.dumps({"event": event, "job": payload}, sort_keys=True, separators=(",", ":"))
-    session.add(WebhookDelivery(job_id=job.id, event=event, url=url, payload=body))
+    body = json.dumps({"event": event, "job": payload()}, sort_keys=True, separators=(",", ":"))
+    session.add(WebhookDelivery(job_id=job_id, event=event, url=url, payload=body))
 
 
 def deliver_due(

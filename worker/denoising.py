@@ -23,7 +23,7 @@ from imggen.errors import StageAborted
 from imggen.stages.denoise import DenoiseItem, denoise_batch
 from producer.artifacts import job_key
 from producer.db import in_transaction
-from producer.models import Job, LatentCacheEntry
+from producer.models import LatentCacheEntry
 from worker import latent_cache
 from worker.stages import StageContext, StageResult
 
@@ -71,10 +71,14 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
         contexts[0].model, scheduler, first.width, first.height, first.steps, first.guidance
     )
     if text_to_image:
-        in_transaction(
-            settings.resolved_database_url,
-            lambda s: _look_up(s, runtime, images, pooled, semantic_key, scheduler),
-        )
+        _set_exact_keys(images, scheduler)
+        if (settings.exact_cache or settings.semantic_cache) and any(
+            image.ctx.spec.cache for image in images
+        ):
+            in_transaction(
+                settings.resolved_database_url,
+                lambda s: _look_up(s, runtime, images, pooled, semantic_key),
+            )
 
     # 2. Run what is left, one batch per starting step.
     keep = (
@@ -135,15 +139,7 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
     return results
 
 
-def _look_up(
-    session: Session,
-    runtime: Any,
-    images: list[_Image],
-    pooled: dict[str, torch.Tensor | None],
-    semantic_key: str,
-    scheduler: str,
-) -> None:
-    settings = runtime.settings
+def _set_exact_keys(images: list[_Image], scheduler: str) -> None:
     for image in images:
         spec, ctx = image.ctx.spec, image.ctx
         image.exact_key = latent_cache.exact_key(
@@ -157,6 +153,16 @@ def _look_up(
             spec.steps,
             spec.guidance,
         )
+
+
+def _look_up(
+    session: Session,
+    runtime: Any,
+    images: list[_Image],
+    pooled: dict[str, torch.Tensor | None],
+    semantic_key: str,
+) -> None:
+    settings = runtime.settings
     usable = [image for image in images if image.ctx.spec.cache]
     if settings.exact_cache:
         found = latent_cache.find_exact(
@@ -262,7 +268,7 @@ def _job_result(
         "batch_images": batch_images,
     }
 
-    def persist(session: Session, job: Job) -> None:
+    def persist(session: Session, job_id: str) -> None:
         session.add_all(entries)
         latent_cache.mark_used(session, used)
 

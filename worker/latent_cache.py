@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from producer.models import LatentCacheEntry, utcnow
@@ -133,9 +133,15 @@ def _level(settings: Settings, similarity: float, steps: int) -> int | None:
 
 
 def mark_used(session: Session, entry_ids: list[int]) -> None:
-    for row in session.scalars(select(LatentCacheEntry).where(LatentCacheEntry.id.in_(entry_ids))):
-        row.hits += 1
-        row.last_used_at = utcnow()
+    """Count a hit on each entry (once, however many images of the job it served)."""
+    if not entry_ids:
+        return
+    session.execute(
+        update(LatentCacheEntry)
+        .where(LatentCacheEntry.id.in_(sorted(set(entry_ids))))
+        .values(hits=LatentCacheEntry.hits + 1, last_used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def evict(session: Session, max_entries: int) -> list[str]:

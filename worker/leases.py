@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import String, Text, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from producer.jobs import finish_job
 from producer.models import ACTIVE, Job, JobStatus, StageRun, StageStatus, utcnow
 from producer.outbox import add_message
-from producer.pipeline import STAGES, next_stage
+from producer.pipeline import next_stage
 from producer.webhooks import add_delivery
 
 _ACTIVE_VALUES = [status.value for status in ACTIVE]
@@ -37,16 +37,76 @@ class ClaimOutcome(enum.Enum):
     NOT_READY = "not_ready"  # an earlier stage has not finished: a stray message
 
 
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a stage needs of its job, read by the claim's own statement (no ORM load)."""
+
+    id: str
+    model: str
+    spec: dict[str, Any]
+    input_image_uri: str | None
+    batch_key: str | None
+
+
 @dataclass
 class Claim:
     outcome: ClaimOutcome
     token: str | None = None
     attempt: int = 0
     retry_in: float = 0.0
-    job: Job | None = None
+    job: ClaimedJob | None = None
     outputs: dict[str, dict[str, Any]] | None = None
     previous_error_kind: str | None = None  # how the last attempt failed ("oom", …)
     took_over: bool = False  # from a worker whose lease ran out (it may have left partial files)
+
+
+# Claims, renewals and commits run for every stage of every job: Core statements built once,
+# run on the session's connection with parameters. No ORM loads, identity map or flush, and no
+# statement construction per call (together most of the queue's cost per job on a CPU).
+_RUNNING, _QUEUED = StageStatus.RUNNING.value, StageStatus.QUEUED.value
+_job_is_active = Job.status.in_(_ACTIVE_VALUES)
+_this_run = (StageRun.job_id == bindparam("job")) & (StageRun.stage == bindparam("stage_name"))
+
+_READ_RUNS = select(StageRun.stage, StageRun.status, StageRun.attempts, StageRun.output).where(
+    StageRun.job_id == bindparam("job")
+)
+# Queued, or running on a lease that ran out; attempts left; the job still active.
+_CLAIM_RUN = (
+    update(StageRun)
+    .where(
+        _this_run,
+        StageRun.attempts < bindparam("max_attempts"),
+        (StageRun.status == _QUEUED)
+        | ((StageRun.status == _RUNNING) & (StageRun.lease_expires_at < bindparam("now"))),
+        StageRun.job_id.in_(select(Job.id).where(_job_is_active)),
+    )
+    .values(
+        status=_RUNNING,
+        attempts=StageRun.attempts + 1,
+        lease_token=bindparam("token"),
+        lease_expires_at=bindparam("expires"),
+        started_at=bindparam("now"),
+        # Set only when taking over from a lost worker; otherwise the last error stays.
+        error=func.coalesce(bindparam("lost_error", type_=Text), StageRun.error),
+        error_kind=func.coalesce(bindparam("lost_kind", type_=String), StageRun.error_kind),
+    )
+    .returning(StageRun.attempts, StageRun.error_kind)
+)
+# Still conditional on the job being active: a cancel may have committed since the claim read
+# it, and must not be overwritten.
+_START_JOB_STAGE = (
+    update(Job)
+    .where(Job.id == bindparam("job"), _job_is_active)
+    .values(
+        status=JobStatus.RUNNING.value,
+        started_at=func.coalesce(Job.started_at, bindparam("now")),
+        stage=bindparam("claimed_stage"),
+        progress_step=None,
+        progress_total=None,
+        updated_at=bindparam("now"),
+    )
+    .returning(Job.id, Job.model, Job.spec, Job.input_image_uri, Job.batch_key)
+)
 
 
 def claim_stage(
@@ -55,59 +115,50 @@ def claim_stage(
     """Try to take the lease on ``stage`` of ``job_id``."""
     now = utcnow()
     token = uuid.uuid4().hex
+    connection = session.connection()
     # One read of the job's stage runs serves the take-over check and the earlier outputs.
-    runs = _stage_runs(session, job_id)
-    run = next((r for r in runs if r.stage == stage), None)
+    runs = {row.stage: row for row in connection.execute(_READ_RUNS, {"job": job_id})}
+    run = runs.get(stage)
+    if run is None:
+        return Claim(ClaimOutcome.ENDED)  # no such job (deleted) or stage
     # A running stage whose lease ran out lost its worker (killed, or cut off from the database).
-    lost = run is not None and run.status == StageStatus.RUNNING.value
-    claimed = session.scalars(
-        update(StageRun)
-        .where(
-            StageRun.job_id == job_id,
-            StageRun.stage == stage,
-            StageRun.attempts < max_attempts,
-            (StageRun.status == StageStatus.QUEUED.value)
-            | ((StageRun.status == StageStatus.RUNNING.value) & (StageRun.lease_expires_at < now)),
-            StageRun.job_id.in_(select(Job.id).where(Job.status.in_(_ACTIVE_VALUES))),
-        )
-        .values(
-            status=StageStatus.RUNNING.value,
-            attempts=StageRun.attempts + 1,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=now,
-        )
-        # RETURNING refreshes the run already loaded: no second read.
-        .returning(StageRun)
-        .execution_options(synchronize_session=False, populate_existing=True)
+    lost = run.status == _RUNNING
+    claimed = connection.execute(
+        _CLAIM_RUN,
+        {
+            "job": job_id,
+            "stage_name": stage,
+            "max_attempts": max_attempts,
+            "now": now,
+            "token": token,
+            "expires": now + timedelta(seconds=lease_seconds),
+            "lost_error": f"attempt {run.attempts}: worker lost (lease expired)" if lost else None,
+            "lost_kind": "worker_lost" if lost else None,
+        },
     ).one_or_none()
-    job = session.get(Job, job_id)
-    if job is None or run is None:
+    if claimed is None:
+        return _why_not_claimed(session, job_id, stage, now, max_attempts)
+    job = connection.execute(
+        _START_JOB_STAGE, {"job": job_id, "claimed_stage": stage, "now": now}
+    ).one_or_none()
+    if job is None:
         return Claim(ClaimOutcome.ENDED)
-    if claimed is not None:
-        if lost:
-            run.error = f"attempt {run.attempts - 1}: worker lost (lease expired)"
-            run.error_kind = "worker_lost"
-        if job.status == JobStatus.QUEUED.value:
-            job.status, job.started_at = JobStatus.RUNNING.value, now
-        job.stage, job.progress_step, job.progress_total = stage, None, None
-        outputs = {r.stage: r.output or {} for r in runs}
-        return Claim(
-            ClaimOutcome.CLAIMED,
-            token,
-            run.attempts,
-            job=job,
-            outputs=outputs,
-            previous_error_kind=run.error_kind,
-            took_over=lost,
-        )
-    return _why_not_claimed(session, job, run, now, max_attempts)
+    return Claim(
+        ClaimOutcome.CLAIMED,
+        token,
+        claimed.attempts,
+        job=ClaimedJob(*job),
+        outputs={name: row.output or {} for name, row in runs.items()},
+        previous_error_kind=claimed.error_kind,
+        took_over=lost,
+    )
 
 
 def _why_not_claimed(
-    session: Session, job: Job, run: StageRun, now: datetime, max_attempts: int
+    session: Session, job_id: str, stage: str, now: datetime, max_attempts: int
 ) -> Claim:
-    if job.status not in _ACTIVE_VALUES:
+    job, run = session.get(Job, job_id), _stage_run(session, job_id, stage)
+    if job is None or run is None or job.status not in _ACTIVE_VALUES:
         return Claim(ClaimOutcome.ENDED)
     if run.status == StageStatus.SUCCEEDED.value:
         return Claim(ClaimOutcome.DONE)
@@ -124,7 +175,7 @@ def _why_not_claimed(
 
 def claim_companions(
     session: Session,
-    primary: Job,
+    primary: ClaimedJob,
     stage: str,
     *,
     images: int,
@@ -162,26 +213,94 @@ def claim_companions(
     return claims
 
 
+_RENEW_RUN = (
+    update(StageRun)
+    .where(_this_run, StageRun.lease_token == bindparam("token"))
+    .values(lease_expires_at=bindparam("expires"))
+)
+_TOUCH_JOB = (
+    update(Job)
+    .where(Job.id == bindparam("job"), _job_is_active)
+    .values(updated_at=bindparam("now"))
+)
+_TOUCH_JOB_PROGRESS = _TOUCH_JOB.values(
+    progress_step=bindparam("step"), progress_total=bindparam("total")
+)
+
+
 def renew_lease(
-    session: Session, job_id: str, stage: str, token: str, lease_seconds: float, **progress: Any
+    session: Session,
+    job_id: str,
+    stage: str,
+    token: str,
+    lease_seconds: float,
+    progress: tuple[int, int] | None = None,
 ) -> bool:
-    """Extend the lease and record progress; False if the lease was lost or the job ended."""
+    """Extend the lease and record ``progress`` (step, total); False if the lease was lost or
+    the job ended."""
     now = utcnow()
-    renewed = session.execute(
-        update(StageRun)
-        .where(StageRun.job_id == job_id, StageRun.stage == stage, StageRun.lease_token == token)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    connection = session.connection()
+    renewed = connection.execute(
+        _RENEW_RUN,
+        {
+            "job": job_id,
+            "stage_name": stage,
+            "token": token,
+            "expires": now + timedelta(seconds=lease_seconds),
+        },
+    ).rowcount
     if not renewed:
         return False
-    active = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(_ACTIVE_VALUES))
-        .values(updated_at=now, **progress)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    return bool(active)
+    if progress is None:
+        touched = connection.execute(_TOUCH_JOB, {"job": job_id, "now": now})
+    else:
+        step, total = progress
+        touched = connection.execute(
+            _TOUCH_JOB_PROGRESS, {"job": job_id, "now": now, "step": step, "total": total}
+        )
+    return bool(touched.rowcount)
+
+
+# Lock the job row first: a concurrent cancel and this commit then happen one after the other.
+# The run's row too, so a take-over claim waits for the commit instead of deadlocking with it
+# (a claim locks the run, then the job).
+_LOCK_FOR_COMMIT = (
+    select(Job.status, Job.spec, StageRun.lease_token, StageRun.started_at)
+    .join(StageRun, StageRun.job_id == Job.id)
+    .where(Job.id == bindparam("job"), StageRun.stage == bindparam("stage_name"))
+    .with_for_update(of=[Job, StageRun])
+)
+_FINISH_RUN = (
+    update(StageRun)
+    .where(_this_run)
+    .values(
+        status=StageStatus.SUCCEEDED.value,
+        output=bindparam("result", type_=StageRun.output.type),
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=bindparam("now"),
+        duration_s=bindparam("duration"),
+        error=None,
+        error_kind=None,
+    )
+)
+# sent_at now, not after the publish: saves the publish a write. Until the message has gone its
+# outbox row exists, and the sweeper leaves alone a stage that has one.
+_QUEUE_RUN = (
+    update(StageRun)
+    .where(_this_run)
+    .values(status=_QUEUED, enqueued_at=bindparam("now"), sent_at=bindparam("now"))
+)
+_MOVE_JOB = (
+    update(Job)
+    .where(Job.id == bindparam("job"))
+    .values(
+        stage=bindparam("next_stage"),
+        progress_step=None,
+        progress_total=None,
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def commit_stage(
@@ -190,39 +309,47 @@ def commit_stage(
     stage: str,
     token: str,
     output: dict[str, Any],
-    persist: Callable[[Session, Job], None] | None = None,
+    persist: Callable[[Session, str], None] | None = None,
 ) -> str | None:
     """Record the stage's result if this worker still holds the lease and the job is active.
 
     Marks the next stage queued (or the job succeeded after the last one) in the same
     transaction. Returns the stage to enqueue next, or None (nothing next, or fenced out).
+    ``persist(session, job_id)`` adds the stage's own rows (images, metrics) to the transaction.
     """
     now = utcnow()
-    # Lock the job row first: a concurrent cancel and this commit then happen one after the other.
-    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
-    runs = {r.stage: r for r in _stage_runs(session, job_id)}
-    run = runs.get(stage)
-    if job is None or run is None or job.status not in _ACTIVE_VALUES or run.lease_token != token:
+    connection = session.connection()
+    current = connection.execute(
+        _LOCK_FOR_COMMIT, {"job": job_id, "stage_name": stage}
+    ).one_or_none()
+    if current is None or current.status not in _ACTIVE_VALUES or current.lease_token != token:
         return None
-    run.status = StageStatus.SUCCEEDED.value
-    run.output, run.lease_token, run.lease_expires_at = output, None, None
-    run.finished_at = now
-    run.duration_s = (now - run.started_at).total_seconds() if run.started_at else None
-    run.error = run.error_kind = None
+    started = current.started_at
+    connection.execute(
+        _FINISH_RUN,
+        {
+            "job": job_id,
+            "stage_name": stage,
+            "result": output,
+            "now": now,
+            "duration": (now - started).total_seconds() if started else None,
+        },
+    )
     if persist is not None:
-        persist(session, job)
-    add_delivery(session, job, "job.stage", {"id": job_id, "stage": stage, "status": "succeeded"})
+        persist(session, job_id)
+    add_delivery(
+        session,
+        job_id,
+        current.spec,
+        "job.stage",
+        lambda: {"id": job_id, "stage_name": stage, "status": "succeeded"},
+    )
     following = next_stage(stage)
     if following is None:
-        session.flush()
         finish_job(session, job_id, JobStatus.SUCCEEDED)
         return None
-    after = runs.get(following)
-    assert after is not None, f"job {job_id} has no {following} stage"
-    # sent_at now, not after the publish: saves the publish a write. Until the message has
-    # gone its outbox row exists, and the sweeper leaves alone a stage that has one.
-    after.status, after.enqueued_at, after.sent_at = StageStatus.QUEUED.value, now, now
-    job.stage, job.progress_step, job.progress_total = following, None, None
+    connection.execute(_QUEUE_RUN, {"job": job_id, "stage_name": following, "now": now})
+    connection.execute(_MOVE_JOB, {"job": job_id, "next_stage": following, "now": now})
     add_message(session, job_id, following)
     return following
 
@@ -245,8 +372,3 @@ def _stage_run(session: Session, job_id: str, stage: str) -> StageRun | None:
     return session.scalars(
         select(StageRun).where(StageRun.job_id == job_id, StageRun.stage == stage)
     ).one_or_none()
-
-
-def _stage_runs(session: Session, job_id: str) -> list[StageRun]:
-    runs = session.scalars(select(StageRun).where(StageRun.job_id == job_id)).all()
-    return sorted(runs, key=lambda r: STAGES.index(r.stage))

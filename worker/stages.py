@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 import imggen
@@ -45,7 +46,7 @@ class StageContext:
 @dataclass
 class StageResult:
     output: dict[str, Any]
-    persist: Callable[[Session, Job], None] | None = None
+    persist: Callable[[Session, str], None] | None = None  # (session, job id)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
 
     def __post_init__(self) -> None:
@@ -89,8 +90,10 @@ def expand(ctx: StageContext) -> StageResult:
         else:
             prompt, mapped = mapping.prompt, mapping.changed
 
-    def persist(session: Session, job: Job) -> None:
-        job.caption, job.expanded_prompt = caption, prompt
+    def persist(session: Session, job_id: str) -> None:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(caption=caption, expanded_prompt=prompt)
+        )
 
     output = {
         "original": expansion.original,
@@ -128,11 +131,11 @@ def decode(ctx: StageContext) -> StageResult:
     ]
     seeds = ctx.seeds()
 
-    def persist(session: Session, job: Job) -> None:
+    def persist(session: Session, job_id: str) -> None:
         for index, (uri, image) in enumerate(zip(uris, images, strict=True)):
             session.add(
                 Image(
-                    job_id=job.id,
+                    job_id=job_id,
                     index=index,
                     uri=uri,
                     width=image.width,
@@ -183,8 +186,8 @@ def score(ctx: StageContext) -> StageResult:
         kept, skipped = best_of(scores, ctx.spec.rank_by, ctx.spec.keep_best)
         notes += [skipped] if skipped else []
 
-    def persist(session: Session, job: Job) -> None:
-        for image in job.images:
+    def persist(session: Session, job_id: str) -> None:
+        for image in session.scalars(select(Image).where(Image.job_id == job_id)):
             image.discarded = image.index not in kept
             for name, value in scores[image.index].items():
                 session.add(

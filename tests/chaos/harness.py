@@ -116,7 +116,7 @@ class Cluster:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
 
-    def drain(self, job_ids: Sequence[str], timeout: float) -> float:
+    def drain(self, job_ids: Sequence[str], timeout: float, poll_s: float = 0.25) -> float:
         started = time.monotonic()
         deadline = started + timeout
         db = self.settings.resolved_database_url
@@ -131,7 +131,7 @@ class Cluster:
                     break
             except Exception:  # noqa: BLE001 - the database may be the fault under test
                 pass
-            time.sleep(0.25)
+            time.sleep(poll_s)
         return time.monotonic() - started
 
     def check(self, job_ids: Sequence[str], drain_s: float, faults: int = 0) -> Outcome:

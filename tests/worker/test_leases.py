@@ -11,7 +11,8 @@ from sqlalchemy import func, select, update
 from migrations import upgrade
 from producer.db import session_scope
 from producer.jobs import cancel_job, create_job, get_job
-from producer.models import Image, Job, StageRun, utcnow
+from producer.models import Image, OutboxMessage, StageRun, utcnow
+from producer.outbox import add_message
 from producer.spec import validate_spec
 from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
 
@@ -75,6 +76,43 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(db: str
     assert _stage(db, job_id, "encode").status == "queued"
 
 
+def test_a_take_over_records_the_lost_worker_and_a_retry_sees_the_last_failure(db: str) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:  # a worker claimed expand, then died
+        session.execute(
+            update(StageRun)
+            .where(StageRun.job_id == job_id, StageRun.stage == "expand")
+            .values(status="running", attempts=1, lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    with session_scope(db) as session:
+        taken = claim_stage(session, job_id, "expand", **LEASE)
+    assert taken.took_over and taken.attempt == 2 and taken.previous_error_kind == "worker_lost"
+    run = _stage(db, job_id, "expand")
+    assert run.error == "attempt 1: worker lost (lease expired)" and run.lease_token == taken.token
+    assert taken.token is not None
+    with session_scope(db) as session:
+        record_failure(session, job_id, "expand", taken.token, "oom", "out of memory", final=False)
+    with session_scope(db) as session:
+        retry = claim_stage(session, job_id, "expand", **LEASE)
+    # A plain claim keeps the last error: the runner draws one image at a time after an OOM.
+    assert not retry.took_over and retry.attempt == 3 and retry.previous_error_kind == "oom"
+    assert retry.job is not None and retry.job.id == job_id and retry.job.spec["n"] == 2
+    assert _stage(db, job_id, "expand").error == "out of memory"
+
+
+def test_the_outbox_holds_one_message_per_stage(db: str) -> None:
+    job_id = _new_job(db)  # submission added the expand message
+    with session_scope(db) as session:
+        add_message(session, job_id, "expand")
+        add_message(session, job_id, "encode")
+        add_message(session, job_id, "encode")
+    with session_scope(db) as session:
+        stages = session.scalars(
+            select(OutboxMessage.stage).where(OutboxMessage.job_id == job_id)
+        ).all()
+    assert sorted(stages) == ["encode", "expand"]
+
+
 def test_a_duplicate_message_for_a_finished_stage_does_nothing(db: str) -> None:
     job_id = _new_job(db)
     with session_scope(db) as session:
@@ -124,11 +162,11 @@ def test_the_last_stage_succeeds_the_job_and_rows_are_unique(db: str) -> None:
     with session_scope(db) as session:
         session.execute(update(StageRun).where(StageRun.job_id == job_id).values(status="queued"))
 
-    def add_images(session: object, job: Job) -> None:
+    def add_images(session: object, job_id: str) -> None:
         for index in range(2):
             session.add(
                 Image(
-                    job_id=job.id, index=index, uri=f"/x/{index}.png", width=8, height=8, seed=index
+                    job_id=job_id, index=index, uri=f"/x/{index}.png", width=8, height=8, seed=index
                 )
             )  # type: ignore[attr-defined]
 
