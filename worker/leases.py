@@ -262,8 +262,7 @@ def renew_lease(
 
 
 # Lock the job row first: a concurrent cancel and this commit then happen one after the other.
-# The run's row too, so a take-over claim waits for the commit instead of deadlocking with it
-# (a claim locks the run, then the job).
+# The run's row too: a take-over claim arriving meanwhile waits, then finds the stage done.
 _LOCK_FOR_COMMIT = (
     select(Job.status, Job.spec, StageRun.lease_token, StageRun.started_at)
     .join(StageRun, StageRun.job_id == Job.id)
