@@ -72,12 +72,11 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
     )
     if text_to_image:
         _set_exact_keys(images, scheduler)
-        if (settings.exact_cache or settings.semantic_cache) and any(
-            image.ctx.spec.cache for image in images
-        ):
+        usable = [image for image in images if image.ctx.spec.cache]  # not switched off per job
+        if usable and (settings.exact_cache or settings.semantic_cache):
             in_transaction(
                 settings.resolved_database_url,
-                lambda s: _look_up(s, runtime, images, pooled, semantic_key),
+                lambda s: _look_up(s, runtime, usable, pooled, semantic_key),
             )
 
     # 2. Run what is left, one batch per starting step.
@@ -158,12 +157,12 @@ def _set_exact_keys(images: list[_Image], scheduler: str) -> None:
 def _look_up(
     session: Session,
     runtime: Any,
-    images: list[_Image],
+    usable: list[_Image],
     pooled: dict[str, torch.Tensor | None],
     semantic_key: str,
 ) -> None:
+    """Find each image's cached latents (exact, else semantic); ``usable``: the cache is on."""
     settings = runtime.settings
-    usable = [image for image in images if image.ctx.spec.cache]
     if settings.exact_cache:
         found = latent_cache.find_exact(
             session, [image.exact_key for image in usable if image.exact_key]
