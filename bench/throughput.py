@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import platform
 import random
@@ -105,25 +106,31 @@ def _queue_wall(cluster: Cluster, specs: list[dict[str, Any]]) -> tuple[float, l
     return (ended - started).total_seconds(), ids
 
 
-def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int, rounds: int) -> None:
+def queue_overhead(
+    root: Path, model: Path, redis_url: str, jobs: int, rounds: int, section: str
+) -> None:
     """The same jobs through a hand-written loop and through the queue, in paired rounds.
 
     This machine's speed changes by 10-30% from one stretch of seconds to the next, more than
     the overhead to measure. So each short round runs the same ``jobs`` jobs every way back to
-    back (the order rotating), each path's ratio is taken within its round, and the table
-    gives the median of the rounds' ratios and their quartiles. The direct loop runs twice per
-    round: the second run's ratio is a control that shows the noise left. Both workers stay
+    back, in a random order, each path's ratio is taken within its round, and the table gives
+    the median of the rounds' ratios with a 95% confidence interval. The direct loop runs twice
+    per round: the queue is compared with the mean of the two runs, and the second run over the
+    first is a control that shows the noise left. Both workers stay
     up between rounds (idle, a worker waits on its broker without using the CPU), each on its
     own database and Redis database.
     """
     spec = {"n": 2, "steps": 25, "width": 256, "height": 256, "guidance": 7.5}
     specs = [{"prompt": f"{BASE_PROMPTS[i % 10]} {i}", "seed": i} | spec for i in range(jobs)]
+    order = random.Random(jobs)
 
-    # The direct loop: what a hand-written script over imggen would do.
+    # The direct loop: what a hand-written script over imggen would do, saving its images.
     parts = imggen.load_components(model, "cpu")
     imggen.denoise(
         parts, imggen.encode_prompt(parts, "warm up"), seeds=[0], steps=2, height=64, width=64
     )
+    saved = root / f"direct-{jobs}"
+    saved.mkdir(exist_ok=True)
 
     def direct_loop(batch: list[dict[str, Any]]) -> float:
         started = time.perf_counter()
@@ -134,12 +141,12 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int, rounds: i
             latents = imggen.denoise(
                 parts, embeddings, seeds=seeds, steps=25, height=256, width=256
             )
-            for image in imggen.decode(parts, latents):
-                imggen.png_bytes(image)
+            for seed, image in zip(seeds, imggen.decode(parts, latents), strict=True):
+                (saved / f"{seed}.png").write_bytes(imggen.png_bytes(image))
                 imggen.score(image)
         return time.perf_counter() - started
 
-    direct, control = "direct in-process loop", "direct loop again (noise control)"
+    direct, control = "direct loop", "direct loop, its first run over its second (noise control)"
     walls: dict[str, list[float]] = {direct: [], control: []}
     stages: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
@@ -149,7 +156,7 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int, rounds: i
         ):
             cluster = _cluster(
                 root,
-                f"overhead-{batch_images}",
+                f"overhead-{jobs}-{batch_images}",
                 model,
                 f"{redis_url.rsplit('/', 1)[0]}/{number}",
                 stack.enter_context(postgres_database()),
@@ -160,11 +167,9 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int, rounds: i
             stack.callback(cluster.stop)
             _run_jobs(cluster, [specs[0] | {"seed": 10_000}])  # worker start-up and model load
             clusters[label], walls[label], stages[label] = cluster, [], {}
-        paths = list(walls)
         for round_ in range(rounds):
             batch = [s | {"seed": s["seed"] + 1000 * (round_ + 1)} for s in specs]
-            shift = round_ % len(paths)
-            for label in paths[shift:] + paths[:shift]:
+            for label in order.sample(list(walls), len(walls)):
                 if label in (direct, control):
                     walls[label].append(direct_loop(batch))
                     continue
@@ -175,17 +180,26 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int, rounds: i
 
     total = jobs * rounds
     print(
-        f"\n### 1. Queue overhead: {rounds} paired rounds of {jobs} jobs (256x256, 25 steps, "
-        "2 images each), one worker process\n"
+        f"\n### {section}. Queue overhead: {rounds} paired rounds of {jobs} "
+        f"{'job' if jobs == 1 else 'jobs submitted at once'} (256x256, 25 steps, 2 images each), "
+        "one worker process\n"
     )
     print(
-        "| path | jobs/s | vs direct loop: median of rounds | quartiles | "
+        "| path | jobs/s | vs direct loop: median of rounds | 95% CI | "
         "expand ms/job | encode | denoise | decode | score |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    baseline = [(a + b) / 2 for a, b in zip(walls[direct], walls[control], strict=True)]
+    print(
+        f"| direct in-process loop, two runs a round (the baseline) | "
+        f"{total / sum(baseline):.2f} | 1 | | | | | | |"
+    )
     for label, times in walls.items():
-        ratios = [d / t for d, t in zip(walls[direct], times, strict=True)]
-        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        if label == direct:
+            continue
+        reference = walls[direct] if label == control else baseline
+        ratios = sorted(d / t for d, t in zip(reference, times, strict=True))
+        low, high = _median_interval(ratios)
         cells = " | ".join(
             f"{1000 * stages[label].get(s, 0) / total:.0f}" if label in stages else ""
             for s in STAGES
@@ -195,10 +209,21 @@ def queue_overhead(root: Path, model: Path, redis_url: str, jobs: int, rounds: i
             f"| {low:.3f}-{high:.3f} | {cells} |"
         )
     print(
-        "\nRatios: the direct loop's time over the path's, within each round. Stage columns: "
-        "milliseconds from claim to commit per job (a batched denoise counts once for each job "
-        "in it)."
+        "\nRatios within each round: the direct loop's time (the mean of its two runs) over the "
+        "path's, above 1 faster than the loop; for the control, the first run's over the "
+        "second's. Stage columns: milliseconds from claim to commit per job (a batched denoise "
+        "counts once for each job in it)."
     )
+
+
+def _median_interval(ordered: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval for the median of ``ordered`` (sorted):
+    the order statistics of ranks n/2 -+ 1.96 sqrt(n)/2 (normal approximation of the
+    binomial(n, 1/2) count of rounds below the median)."""
+    n = len(ordered)
+    half_width = 1.96 * math.sqrt(n) / 2
+    low, high = math.floor(n / 2 - half_width), math.ceil(1 + n / 2 + half_width)  # 1-based
+    return ordered[max(low - 1, 0)], ordered[min(high - 1, n - 1)]
 
 
 def bookkeeping(root: Path, redis_url: str, jobs: int) -> None:
@@ -445,8 +470,9 @@ def main() -> None:
         redis.start()
         try:
             if "overhead" in only:
-                rounds, jobs = (2, 1) if args.quick else (60, 1)
-                queue_overhead(root, model, redis.url, jobs, rounds)
+                for section, jobs, rounds in (("1", 1, 60), ("1a", 4, 30)):
+                    rounds = 2 if args.quick else rounds
+                    queue_overhead(root, model, redis.url, jobs, rounds, section)
             if "bookkeeping" in only:
                 bookkeeping(root, redis.url, jobs=10 if args.quick else 60)
             if "batching" in only:

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     cache_max_entries: int = 20000
     """Cache rows kept; the least recently used are evicted beyond this."""
 
+    handover_mb: int = 256
+    """Memory each worker process keeps of the artifacts its stages just wrote, for the next
+    stage when it runs in the same process (it then reads nothing back); 0: always read."""
+
     device: str = "auto"
     """Worker device for the models: ``auto`` (CUDA when present), ``cpu``, ``cuda:1``…"""
 

@@ -61,3 +61,18 @@ def test_bookkeeping_bench_times_claim_commit_and_publish() -> None:
     assert min(claim, commit, publish) > 0
     # Five claims and commits and four publishes make up a job.
     assert per_job >= 4 * (claim + commit + publish) * 0.5
+
+
+def test_the_overhead_benchs_interval_for_the_median_covers_it_95_percent_of_the_time() -> None:
+    from math import comb
+
+    from bench.throughput import _median_interval
+
+    for n in (10, 20, 30, 60, 120):
+        ranks = list(range(1, n + 1))  # the interval's ends, as 1-based ranks
+        low, high = (int(end) for end in _median_interval([float(r) for r in ranks]))
+        # The median lies in [x_low, x_high] unless fewer than ``low`` or at least ``high``
+        # observations fall below it; that count is binomial(n, 1/2).
+        coverage = sum(comb(n, below) for below in range(low, high)) / 2**n
+        assert coverage >= 0.95, (n, low, high, coverage)  # at least what it says
+        assert n < 20 or coverage < 0.99, (n, low, high, coverage)  # and not much wider

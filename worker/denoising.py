@@ -271,4 +271,6 @@ def _job_result(
         session.add_all(entries)
         latent_cache.mark_used(session, used)
 
-    return StageResult({"latents": uri, "cache": record}, persist)
+    return StageResult(
+        {"latents": uri, "cache": record}, persist, artifacts={uri: {"latents": latents}}
+    )

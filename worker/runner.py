@@ -113,6 +113,10 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         following = in_transaction(db, _committer(jid, stage, tokens[jid], result))
         notify(settings.resolved_redis_url, jid)
         if following is not None:
+            # Committed, so these are what the store holds for good: the next stage, if this
+            # process runs it, takes them from memory.
+            for uri, value in result.artifacts.items():
+                runtime.handover.offer(uri, value)
             try:
                 publish_now(db, task.app, jid, following)
             except Exception:  # noqa: BLE001 - the relay will send it

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from imggen import Components, ModelCache
     from imggen.aux_models import Captioner, Clip, LanguageModel, SentenceEmbedder
     from imggen.shapes.vocabulary import VocabularyMap
+    from worker.handover import Handover
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Runtime:
     settings: Settings
     store: ArtifactStore
     _models: ModelCache | None = field(default=None, repr=False)
+    _handover: Handover | None = field(default=None, repr=False)
     _vocabulary: tuple[SentenceEmbedder, VocabularyMap] | None = field(default=None, repr=False)
     _draws_shapes: dict[str, bool] = field(default_factory=dict, repr=False)
 
@@ -43,6 +45,15 @@ class Runtime:
                 settings.device, settings.dtype, compile_unet=settings.torch_compile
             )
         return self._models
+
+    @property
+    def handover(self) -> Handover:
+        """What this process's committed stages wrote, for its next stages (see handover.py)."""
+        if self._handover is None:
+            from worker.handover import Handover
+
+            self._handover = Handover(self.settings.handover_mb * 1024 * 1024)
+        return self._handover
 
     def model_folder(self, model_id: str) -> str:
         """Where ``model_id``'s weights are: the settings' answer, except that the bare name
@@ -122,9 +133,13 @@ class Runtime:
     def load_tensors(self, uri: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load
 
-        return load(self.store.get(uri))
+        handed_over = self.handover.take(uri)
+        return handed_over if handed_over is not None else load(self.store.get(uri))
 
     def load_image(self, uri: str) -> PILImage.Image:
+        handed_over = self.handover.take(uri)
+        if handed_over is not None:
+            return handed_over
         image = PILImage.open(io.BytesIO(self.store.get(uri)))
         image.load()
         return image

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 import imggen
@@ -48,6 +48,9 @@ class StageResult:
     output: dict[str, Any]
     persist: Callable[[Session, str], None] | None = None  # (session, job id)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
+    # What the stage wrote to the store, by URI, in memory: handed to the next stage if this
+    # process runs it (see handover.py).
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.notes:
@@ -111,14 +114,17 @@ def encode(ctx: StageContext) -> StageResult:
     embeddings = imggen.encode_prompt(
         parts, ctx.outputs["expand"]["prompt"], ctx.spec.negative_prompt
     )
-    key = job_key(ctx.job_id, "embeddings.safetensors")
-    output = {"embeddings": ctx.runtime.save_tensors(key, embeddings.to_tensors())}
+    written = {"embeddings": embeddings.to_tensors()}
     image = ctx.input_image()
     if image is not None:
         latents = imggen.encode_image(parts, image, ctx.spec.height, ctx.spec.width)
-        key = job_key(ctx.job_id, "image-latents.safetensors")
-        output["image_latents"] = ctx.runtime.save_tensors(key, {"latents": latents})
-    return StageResult(output)
+        written["image_latents"] = {"latents": latents}
+    names = {"embeddings": "embeddings.safetensors", "image_latents": "image-latents.safetensors"}
+    output = {
+        name: ctx.runtime.save_tensors(job_key(ctx.job_id, names[name]), tensors)
+        for name, tensors in written.items()
+    }
+    return StageResult(output, artifacts={output[name]: written[name] for name in written})
 
 
 def decode(ctx: StageContext) -> StageResult:
@@ -129,22 +135,15 @@ def decode(ctx: StageContext) -> StageResult:
         ctx.runtime.store.put(job_key(ctx.job_id, f"image-{i}.png"), imggen.png_bytes(image))
         for i, image in enumerate(images)
     ]
-    seeds = ctx.seeds()
+    rows = [
+        {"index": i, "uri": uri, "width": image.width, "height": image.height, "seed": seed}
+        for i, (uri, image, seed) in enumerate(zip(uris, images, ctx.seeds(), strict=True))
+    ]
 
     def persist(session: Session, job_id: str) -> None:
-        for index, (uri, image) in enumerate(zip(uris, images, strict=True)):
-            session.add(
-                Image(
-                    job_id=job_id,
-                    index=index,
-                    uri=uri,
-                    width=image.width,
-                    height=image.height,
-                    seed=seeds[index],
-                )
-            )
+        session.connection().execute(insert(Image), [row | {"job_id": job_id} for row in rows])
 
-    return StageResult({"images": uris}, persist)
+    return StageResult({"images": uris}, persist, artifacts=dict(zip(uris, images, strict=True)))
 
 
 def score(ctx: StageContext) -> StageResult:
@@ -187,12 +186,21 @@ def score(ctx: StageContext) -> StageResult:
         notes += [skipped] if skipped else []
 
     def persist(session: Session, job_id: str) -> None:
-        for image in session.scalars(select(Image).where(Image.job_id == job_id)):
-            image.discarded = image.index not in kept
-            for name, value in scores[image.index].items():
-                session.add(
-                    Metric(image_id=image.id, name=name, value=value, model=measured_by[name])
-                )
+        connection = session.connection()
+        image_ids = dict(
+            connection.execute(select(Image.index, Image.id).where(Image.job_id == job_id)).all()
+        )
+        discarded = [image_ids[index] for index in image_ids if index not in kept]
+        if discarded:
+            connection.execute(update(Image).where(Image.id.in_(discarded)).values(discarded=True))
+        connection.execute(
+            insert(Metric),
+            [
+                {"image_id": image_ids[i], "name": name, "value": value, "model": measured_by[name]}
+                for i, image_scores in enumerate(scores)
+                for name, value in image_scores.items()
+            ],
+        )
 
     return StageResult({"metrics": sorted(measured_by), "kept": kept}, persist, notes)
 
