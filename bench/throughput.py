@@ -2,7 +2,8 @@
 
     python -m bench.throughput [--quick] [--prompts ../shared/data/PartiPrompts.tsv]
 
-1. queue overhead: the same jobs in an in-process loop over imggen vs through Redis + one worker;
+1. queue overhead: the same jobs in an in-process loop over imggen vs through Redis + one worker,
+   one job at a time, and (1a) four submitted at once;
    1b. bookkeeping: what claim, commit and publish cost per stage and per job, without a worker;
 2. batching: denoise throughput with cross-job batching on vs off, 1, 4 and 8 compatible jobs;
 3. caches: a workload of repeated and paraphrased prompts, caches off vs on;
@@ -115,10 +116,10 @@ def queue_overhead(
     the overhead to measure. So each short round runs the same ``jobs`` jobs every way back to
     back, in a random order, each path's ratio is taken within its round, and the table gives
     the median of the rounds' ratios with a 95% confidence interval. The direct loop runs twice
-    per round: the queue is compared with the mean of the two runs, and the second run over the
-    first is a control that shows the noise left. Both workers stay
-    up between rounds (idle, a worker waits on its broker without using the CPU), each on its
-    own database and Redis database.
+    per round: the queue is compared with the mean of the two runs, and the first run over the
+    second is a control that shows the noise left. Both workers stay up between rounds (idle,
+    a worker waits on its broker without using the CPU), each on its own database and Redis
+    database.
     """
     spec = {"n": 2, "steps": 25, "width": 256, "height": 256, "guidance": 7.5}
     specs = [{"prompt": f"{BASE_PROMPTS[i % 10]} {i}", "seed": i} | spec for i in range(jobs)]

@@ -30,6 +30,8 @@ class Handover:
 
     def offer(self, uri: str, value: Any) -> None:
         """Keep ``value`` (a dict of tensors, or a PIL image) as what ``uri`` holds."""
+        if self.max_bytes <= 0:
+            return  # turned off: not even the copy
         if not isinstance(value, PILImage.Image):
             value = {name: _own_cpu_copy(tensor) for name, tensor in value.items()}
         size = _size(value)

@@ -28,6 +28,9 @@ def test_an_artifact_is_taken_once_and_the_oldest_go_past_the_bound() -> None:
     handover.offer("big", {"latents": torch.zeros(4 * 1024)})  # over the bound: not kept
     assert handover.take("big") is None
     assert len(handover) == 2
+    off = Handover(max_bytes=0)  # IMGGEN_HANDOVER_MB=0
+    off.offer("a", {"latents": torch.zeros(1)})
+    assert off.take("a") is None
 
 
 def test_a_jobs_slice_of_a_batch_is_kept_as_its_own_copy() -> None:
