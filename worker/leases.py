@@ -341,7 +341,7 @@ def commit_stage(
         job_id,
         current.spec,
         "job.stage",
-        lambda: {"id": job_id, "stage_name": stage, "status": "succeeded"},
+        lambda: {"id": job_id, "stage": stage, "status": "succeeded"},
     )
     following = next_stage(stage)
     if following is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select, update
 from migrations import upgrade
 from producer.db import session_scope
 from producer.jobs import cancel_job, create_job, get_job
-from producer.models import Image, OutboxMessage, StageRun, utcnow
+from producer.models import Image, OutboxMessage, StageRun, WebhookDelivery, utcnow
 from producer.outbox import add_message
 from producer.spec import validate_spec
 from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
@@ -111,6 +112,25 @@ def test_the_outbox_holds_one_message_per_stage(db: str) -> None:
             select(OutboxMessage.stage).where(OutboxMessage.job_id == job_id)
         ).all()
     assert sorted(stages) == ["encode", "expand"]
+
+
+def test_a_stage_webhook_names_the_finished_stage(db: str) -> None:
+    spec = {"prompt": "a fox", "callback_url": "https://example.com/hook", "callback_events": "all"}
+    with session_scope(db) as session:
+        job_id = create_job(session, validate_spec(spec), "tiny").id
+    with session_scope(db) as session:
+        claim = claim_stage(session, job_id, "expand", **LEASE)
+    assert claim.token is not None
+    with session_scope(db) as session:
+        assert commit_stage(session, job_id, "expand", claim.token, output={}) == "encode"
+    with session_scope(db) as session:
+        (body,) = session.scalars(
+            select(WebhookDelivery.payload).where(WebhookDelivery.job_id == job_id)
+        ).all()
+    assert json.loads(body) == {
+        "event": "job.stage",
+        "job": {"id": job_id, "stage": "expand", "status": "succeeded"},
+    }
 
 
 def test_a_duplicate_message_for_a_finished_stage_does_nothing(db: str) -> None:
