@@ -86,6 +86,22 @@ def _stage_seconds(cluster: Cluster, job_ids: Sequence[str]) -> dict[str, float]
     return in_transaction(cluster.settings.resolved_database_url, read)
 
 
+def _outside_stages_ms(cluster: Cluster, job_ids: Sequence[str]) -> list[float]:
+    """Per job, milliseconds from its submission to its end not spent inside a stage (claim to
+    commit): the queue's hand-offs. Alone in the queue, a job waits for nothing else."""
+
+    def read(session: Any) -> list[float]:
+        outside = []
+        for job_id in job_ids:
+            job = get_job(session, job_id, full=True)
+            assert job.finished_at is not None
+            inside = sum(run.duration_s or 0.0 for run in job.stage_runs)
+            outside.append(1000 * ((job.finished_at - job.created_at).total_seconds() - inside))
+        return outside
+
+    return in_transaction(cluster.settings.resolved_database_url, read)
+
+
 def _run_jobs(
     cluster: Cluster, specs: list[dict[str, Any]], poll_s: float = 0.25
 ) -> tuple[float, list[str]]:
@@ -150,24 +166,29 @@ def queue_overhead(
     direct, control = "direct loop", "direct loop, its first run over its second (noise control)"
     walls: dict[str, list[float]] = {direct: [], control: []}
     stages: dict[str, dict[str, float]] = {}
+    outside: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         clusters: dict[str, Cluster] = {}
-        for number, (label, batch_images) in enumerate(
-            (("queue, batching off", "1"), ("queue, batching on", "8")), start=1
-        ):
+        paths = (
+            ("queue, batching off", "1", "true"),
+            ("queue, batching on", "8", "true"),
+            ("queue, batching on, chaining off: every stage a message", "8", "false"),
+        )
+        for number, (label, batch_images, chain) in enumerate(paths, start=1):
             cluster = _cluster(
                 root,
-                f"overhead-{jobs}-{batch_images}",
+                f"overhead-{jobs}-{number}",
                 model,
                 f"{redis_url.rsplit('/', 1)[0]}/{number}",
                 stack.enter_context(postgres_database()),
                 batch_max_images=batch_images,
+                chain_stages=chain,
                 exact_cache="false",
             )
             cluster.start_worker(concurrency=1)
             stack.callback(cluster.stop)
             _run_jobs(cluster, [specs[0] | {"seed": 10_000}])  # worker start-up and model load
-            clusters[label], walls[label], stages[label] = cluster, [], {}
+            clusters[label], walls[label], stages[label], outside[label] = cluster, [], {}, []
         for round_ in range(rounds):
             batch = [s | {"seed": s["seed"] + 1000 * (round_ + 1)} for s in specs]
             for label in order.sample(list(walls), len(walls)):
@@ -178,6 +199,7 @@ def queue_overhead(
                 walls[label].append(wall)
                 for stage, seconds in _stage_seconds(clusters[label], ids).items():
                     stages[label][stage] = stages[label].get(stage, 0.0) + seconds
+                outside[label] += _outside_stages_ms(clusters[label], ids)
 
     total = jobs * rounds
     print(
@@ -187,13 +209,13 @@ def queue_overhead(
     )
     print(
         "| path | jobs/s | vs direct loop: median of rounds | 95% CI | "
-        "expand ms/job | encode | denoise | decode | score |"
+        "expand ms/job | encode | denoise | decode | score | outside stages ms/job |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     baseline = [(a + b) / 2 for a, b in zip(walls[direct], walls[control], strict=True)]
     print(
         f"| direct in-process loop, two runs a round (the baseline) | "
-        f"{total / sum(baseline):.2f} | 1 | | | | | | |"
+        f"{total / sum(baseline):.2f} | 1 | | | | | | | |"
     )
     for label, times in walls.items():
         if label == direct:
@@ -205,15 +227,22 @@ def queue_overhead(
             f"{1000 * stages[label].get(s, 0) / total:.0f}" if label in stages else ""
             for s in STAGES
         )
+        gaps = ""
+        if label in outside and jobs == 1:  # with several jobs at once it includes waiting
+            ordered = sorted(outside[label])
+            gap_low, gap_high = _median_interval(ordered)
+            gaps = f"{statistics.median(ordered):.0f} ({gap_low:.0f}-{gap_high:.0f})"
         print(
             f"| {label} | {total / sum(times):.2f} | {statistics.median(ratios):.3f} "
-            f"| {low:.3f}-{high:.3f} | {cells} |"
+            f"| {low:.3f}-{high:.3f} | {cells} | {gaps} |"
         )
     print(
         "\nRatios within each round: the direct loop's time (the mean of its two runs) over the "
         "path's, above 1 faster than the loop; for the control, the first run's over the "
         "second's. Stage columns: milliseconds from claim to commit per job (a batched denoise "
-        "counts once for each job in it)."
+        "counts once for each job in it). Outside stages (rounds of one job): from submission to "
+        "the job's end, the milliseconds not inside a stage (claims, publishes, the broker's "
+        "hand-offs), median and its 95% CI."
     )
 
 

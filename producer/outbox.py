@@ -10,7 +10,7 @@ twice, which the stage claim makes harmless.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery
@@ -38,17 +38,20 @@ _TAKE_MESSAGE = delete(OutboxMessage).where(
 )
 
 
-def add_message(session: Session, job_id: str, stage: str) -> None:
-    """Queue a message for ``stage`` of ``job_id`` in the caller's transaction (once per stage)."""
+def add_message(session: Session, job_id: str, stage: str, *, due: datetime | None = None) -> None:
+    """Queue a message for ``stage`` of ``job_id`` in the caller's transaction (once per stage).
+
+    ``due``: not to be sent before then (a retry's backoff); the relay sends it, not a fast path.
+    """
     statement = _ADD_MESSAGE.get(session.get_bind().dialect.name)
-    if statement is not None:
+    if statement is not None and due is None:
         session.connection().execute(statement, {"job": job_id, "stage_name": stage})
         return
     exists = session.scalar(
         select(OutboxMessage.id).where(OutboxMessage.job_id == job_id, OutboxMessage.stage == stage)
     )
     if exists is None:
-        session.add(OutboxMessage(job_id=job_id, stage=stage))
+        session.add(OutboxMessage(job_id=job_id, stage=stage, available_at=due or utcnow()))
 
 
 def publish_now(database_url: str, app: Celery, job_id: str, stage: str) -> bool:

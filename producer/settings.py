@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     cache_max_entries: int = 20000
     """Cache rows kept; the least recently used are evicted beyond this."""
 
+    chain_stages: bool = True
+    """Run a job's next stage in the same process right after committing one, when this worker
+    consumes that stage's queue (never into a batched denoise, whose jobs gather in its queue):
+    no broker round trip, and the stage finds its inputs in memory. Off: every stage is a
+    message."""
+
     handover_mb: int = 256
     """Memory each worker process keeps of the artifacts its stages just wrote, for the next
     stage when it runs in the same process (it then reads nothing back); 0: always read."""

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, Text, bindparam, func, select, update
+from sqlalchemy import String, Text, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from producer.jobs import finish_job
-from producer.models import ACTIVE, Job, JobStatus, StageRun, StageStatus, utcnow
+from producer.models import ACTIVE, Job, JobStatus, OutboxMessage, StageRun, StageStatus, utcnow
 from producer.outbox import add_message
 from producer.pipeline import next_stage
 from producer.webhooks import add_delivery
@@ -210,6 +210,14 @@ def claim_companions(
         if claim.outcome is ClaimOutcome.CLAIMED:
             claims[job_id] = claim
             images -= spec["n"]
+    if claims:
+        # A companion's message that has not gone yet (the broker was down) need not go at all:
+        # its stage is under a lease now, and the sweeper sends it again if this worker is lost.
+        session.connection().execute(
+            delete(OutboxMessage).where(
+                OutboxMessage.job_id.in_(list(claims)), OutboxMessage.stage == stage
+            )
+        )
     return claims
 
 
@@ -309,12 +317,16 @@ def commit_stage(
     token: str,
     output: dict[str, Any],
     persist: Callable[[Session, str], None] | None = None,
+    *,
+    enqueue: bool = True,
 ) -> str | None:
     """Record the stage's result if this worker still holds the lease and the job is active.
 
     Marks the next stage queued (or the job succeeded after the last one) in the same
     transaction. Returns the stage to enqueue next, or None (nothing next, or fenced out).
     ``persist(session, job_id)`` adds the stage's own rows (images, metrics) to the transaction.
+    ``enqueue=False`` leaves out the next stage's outbox message: the caller claims that stage
+    in this same transaction (or adds the message itself).
     """
     now = utcnow()
     connection = session.connection()
@@ -349,14 +361,27 @@ def commit_stage(
         return None
     connection.execute(_QUEUE_RUN, {"job": job_id, "stage_name": following, "now": now})
     connection.execute(_MOVE_JOB, {"job": job_id, "next_stage": following, "now": now})
-    add_message(session, job_id, following)
+    if enqueue:
+        add_message(session, job_id, following)
     return following
 
 
 def record_failure(
-    session: Session, job_id: str, stage: str, token: str, kind: str, error: str, *, final: bool
+    session: Session,
+    job_id: str,
+    stage: str,
+    token: str,
+    kind: str,
+    error: str,
+    *,
+    final: bool,
+    retry_in: float | None = None,
 ) -> None:
-    """Store why an attempt failed and give the lease back (to the retry, unless ``final``)."""
+    """Store why an attempt failed and give the lease back (to the retry, unless ``final``).
+
+    ``retry_in``: also queue the retry's message in the outbox, due in that many seconds (for a
+    stage that has no Celery task of its own to retry: one run after the previous stage).
+    """
     run = _stage_run(session, job_id, stage)
     if run is None or run.lease_token != token:
         return
@@ -365,6 +390,8 @@ def record_failure(
     run.status = (StageStatus.FAILED if final else StageStatus.QUEUED).value
     if final:
         finish_job(session, job_id, JobStatus.FAILED, f"{stage}: {error}")
+    elif retry_in is not None:
+        add_message(session, job_id, stage, due=utcnow() + timedelta(seconds=retry_in))
 
 
 def _stage_run(session: Session, job_id: str, stage: str) -> StageRun | None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from migrations import upgrade
 from producer.db import session_scope
@@ -15,7 +15,14 @@ from producer.jobs import cancel_job, create_job, get_job
 from producer.models import Image, OutboxMessage, StageRun, WebhookDelivery, utcnow
 from producer.outbox import add_message
 from producer.spec import validate_spec
-from worker.leases import ClaimOutcome, claim_stage, commit_stage, record_failure, renew_lease
+from worker.leases import (
+    ClaimOutcome,
+    claim_companions,
+    claim_stage,
+    commit_stage,
+    record_failure,
+    renew_lease,
+)
 
 LEASE = dict(lease_seconds=60.0, max_attempts=3)
 
@@ -205,3 +212,25 @@ def test_the_last_stage_succeeds_the_job_and_rows_are_unique(db: str) -> None:
             session.scalar(select(func.count()).select_from(Image).where(Image.job_id == job_id))
             == 2
         )
+
+
+def test_a_companion_claimed_into_a_batch_drops_its_unsent_message(db: str) -> None:
+    spec = {"prompt": "a fox", "n": 1, "seed": 1}
+    with session_scope(db) as session:
+        primary, companion = (create_job(session, validate_spec(spec), "tiny").id for _ in "ab")
+    for job_id in (primary, companion):  # both reach denoise, by claim and commit
+        for stage in ("expand", "encode"):
+            with session_scope(db) as session:
+                claim = claim_stage(session, job_id, stage, **LEASE)
+                assert claim.token is not None
+                commit_stage(session, job_id, stage, claim.token, output={})
+    with session_scope(db) as session:
+        session.execute(delete(OutboxMessage).where(OutboxMessage.stage != "denoise"))
+        first = claim_stage(session, primary, "denoise", **LEASE)
+        assert first.job is not None
+        # The companion's denoise message is still in the outbox (the broker was down, say).
+        joined = claim_companions(session, first.job, "denoise", images=7, **LEASE)
+    assert list(joined) == [companion]
+    with session_scope(db) as session:
+        left = session.execute(select(OutboxMessage.job_id, OutboxMessage.stage)).all()
+    assert [tuple(row) for row in left] == [(primary, "denoise")]
