@@ -2,8 +2,9 @@
 
     python -m bench.throughput [--quick] [--prompts ../shared/data/PartiPrompts.tsv]
 
-1. queue overhead: the same jobs in an in-process loop over imggen vs through Redis + one worker,
-   one job at a time, and (1a) four submitted at once;
+1. queue overhead: the same jobs in an in-process loop over imggen vs through Redis + one worker
+   (batching off, on, and on with chaining off), one job at a time, and (1a) four submitted at
+   once; with each job's time outside its stages;
    1b. bookkeeping: what claim, commit and publish cost per stage and per job, without a worker;
 2. batching: denoise throughput with cross-job batching on vs off, 1, 4 and 8 compatible jobs;
 3. caches: a workload of repeated and paraphrased prompts, caches off vs on;
