@@ -114,17 +114,20 @@ def encode(ctx: StageContext) -> StageResult:
     embeddings = imggen.encode_prompt(
         parts, ctx.outputs["expand"]["prompt"], ctx.spec.negative_prompt
     )
-    written = {"embeddings": embeddings.to_tensors()}
+    output, artifacts = {}, {}
+    tensors = embeddings.to_tensors()
+    output["embeddings"] = ctx.runtime.save_tensors(
+        job_key(ctx.job_id, "embeddings.safetensors"), tensors
+    )
+    artifacts[output["embeddings"]] = tensors
     image = ctx.input_image()
     if image is not None:
-        latents = imggen.encode_image(parts, image, ctx.spec.height, ctx.spec.width)
-        written["image_latents"] = {"latents": latents}
-    names = {"embeddings": "embeddings.safetensors", "image_latents": "image-latents.safetensors"}
-    output = {
-        name: ctx.runtime.save_tensors(job_key(ctx.job_id, names[name]), tensors)
-        for name, tensors in written.items()
-    }
-    return StageResult(output, artifacts={output[name]: written[name] for name in written})
+        latents = {"latents": imggen.encode_image(parts, image, ctx.spec.height, ctx.spec.width)}
+        output["image_latents"] = ctx.runtime.save_tensors(
+            job_key(ctx.job_id, "image-latents.safetensors"), latents
+        )
+        artifacts[output["image_latents"]] = latents
+    return StageResult(output, artifacts=artifacts)
 
 
 def decode(ctx: StageContext) -> StageResult:
