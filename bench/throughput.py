@@ -76,29 +76,22 @@ def _cluster(
     return Cluster(root / name, model, database_url, redis_url, **(settings | extra))
 
 
-def _stage_seconds(cluster: Cluster, job_ids: Sequence[str]) -> dict[str, float]:
-    def read(session: Any) -> dict[str, float]:
+def _stage_times(cluster: Cluster, job_ids: Sequence[str]) -> tuple[dict[str, float], list[float]]:
+    """Seconds inside each stage (claim to commit), summed over the jobs; and per job, the
+    milliseconds from its submission to its end spent outside every stage: the queue's
+    hand-offs (alone in the queue, a job waits for nothing else)."""
+
+    def read(session: Any) -> tuple[dict[str, float], list[float]]:
         totals: dict[str, float] = {}
-        for job_id in job_ids:
-            for run in get_job(session, job_id, full=True).stage_runs:
-                totals[run.stage] = totals.get(run.stage, 0.0) + (run.duration_s or 0.0)
-        return totals
-
-    return in_transaction(cluster.settings.resolved_database_url, read)
-
-
-def _outside_stages_ms(cluster: Cluster, job_ids: Sequence[str]) -> list[float]:
-    """Per job, milliseconds from its submission to its end not spent inside a stage (claim to
-    commit): the queue's hand-offs. Alone in the queue, a job waits for nothing else."""
-
-    def read(session: Any) -> list[float]:
         outside = []
         for job_id in job_ids:
             job = get_job(session, job_id, full=True)
             assert job.finished_at is not None
+            for run in job.stage_runs:
+                totals[run.stage] = totals.get(run.stage, 0.0) + (run.duration_s or 0.0)
             inside = sum(run.duration_s or 0.0 for run in job.stage_runs)
             outside.append(1000 * ((job.finished_at - job.created_at).total_seconds() - inside))
-        return outside
+        return totals, outside
 
     return in_transaction(cluster.settings.resolved_database_url, read)
 
@@ -198,9 +191,10 @@ def queue_overhead(
                     continue
                 wall, ids = _queue_wall(clusters[label], batch)
                 walls[label].append(wall)
-                for stage, seconds in _stage_seconds(clusters[label], ids).items():
+                totals, outside_ms = _stage_times(clusters[label], ids)
+                for stage, seconds in totals.items():
                     stages[label][stage] = stages[label].get(stage, 0.0) + seconds
-                outside[label] += _outside_stages_ms(clusters[label], ids)
+                outside[label] += outside_ms
 
     total = jobs * rounds
     print(
