@@ -20,6 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from imggen.errors import InvalidInput, ModelLoadError, ModelNotFound
+from imggen.samplers import build_scheduler
 
 T = TypeVar("T")
 
@@ -57,9 +58,10 @@ class Components:
     def latent_channels(self) -> int:
         return int(self.unet.config.in_channels)
 
-    def fresh_scheduler(self) -> SchedulerMixin:
-        """A scheduler of its own for one run: schedulers keep per-run state (timesteps)."""
-        return type(self.scheduler).from_config(self.scheduler.config)
+    def fresh_scheduler(self, sampler: str | None = None) -> SchedulerMixin:
+        """A scheduler of its own for one run (schedulers keep per-run state, the timesteps):
+        the model's own, or the named sampler (imggen.samplers) over the model's config."""
+        return build_scheduler(self.scheduler, sampler)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import lru_cache
 
 import redis
@@ -38,7 +38,7 @@ def notify(redis_url: str | None, job_id: str) -> None:
         log.debug("job event for %s not published", job_id, exc_info=True)
 
 
-async def changes(redis_url: str | None, job_id: str) -> AsyncIterator[None]:
+async def changes(redis_url: str | None, job_id: str) -> AsyncGenerator[None, None]:
     """Yield whenever ``job_id`` may have changed (on notification, or every POLL_S)."""
     if redis_url is None:
         while True:

@@ -52,6 +52,8 @@ def validate_input_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Inp
             raise
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
             raise reject(f"declares too many pixels ({exc})") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except UnidentifiedImageError:  # its message names an internal buffer object
+            raise reject("cannot be read as an image (not PNG, JPEG or WebP data)") from None
+        except (OSError, SyntaxError, ValueError) as exc:
             raise reject(f"cannot be read as an image ({exc})") from None
     return InputImage(data=data, format=extension, width=width, height=height)

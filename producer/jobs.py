@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from producer.errors import JobNotFound
@@ -38,6 +38,8 @@ def new_job_id() -> str:
 def batch_key(spec: JobSpec, model: str) -> str:
     """Jobs with the same key can share a denoising batch (same model, shape and schedule)."""
     shape = [model, spec.width, spec.height, spec.steps, spec.guidance, spec.has_input_image]
+    if spec.scheduler is not None:
+        shape.append(spec.scheduler)
     if spec.has_input_image:
         shape.append(spec.strength)
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()
@@ -210,3 +212,17 @@ def list_jobs(
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return jobs, ((jobs[-1].created_at, jobs[-1].id) if more and jobs else None)
+
+
+def current_job(session: Session, *, owner_key_id: int) -> tuple[Job | None, int]:
+    """The owner's job that is furthest along (its newest running job, else its newest queued
+    one) and how many of its jobs are queued or running."""
+    active = [s.value for s in ACTIVE]
+    mine = select(Job).where(Job.owner_key_id == owner_key_id, Job.status.in_(active))
+    count = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
+    job = session.scalars(
+        mine.order_by(
+            (Job.status == JobStatus.RUNNING.value).desc(), Job.created_at.desc(), Job.id.desc()
+        ).limit(1)
+    ).first()
+    return job, int(count)

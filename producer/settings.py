@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     api_max_in_flight: int = 100
     """Per API key: jobs queued or running at once."""
 
+    api_wait_seconds: float = 300.0
+    """How long an OpenAI- or AUTOMATIC1111-style request (one that answers with the images)
+    waits for its job; past it the answer names the job, which goes on."""
+
+    image_url_ttl_seconds: int = 3600
+    """How long the image links of OpenAI-style ``url`` responses work."""
+
     batch_max_images: int = 8
     """Denoise compatible jobs together, up to this many images a batch (1: no batching)."""
 

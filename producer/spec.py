@@ -6,7 +6,7 @@ The same model is read back by the worker (from the job row's JSON), so the rule
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,6 +29,11 @@ MAX_STEPS = 150
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 
+
+# Samplers a job may name instead of its model's own scheduler (built by imggen.samplers, which
+# lists the same names).
+Scheduler = Literal["ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc"]
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
 RANKABLE_METRICS = frozenset(
     {
@@ -63,6 +68,8 @@ class JobSpec(BaseModel):
     width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
     height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
     guidance: float = Field(default=7.5, ge=0.0, le=MAX_GUIDANCE)
+    scheduler: Scheduler | None = None
+    """The sampler; None: the model's own scheduler."""
     model: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")
     expand: bool = False
     strength: float = Field(default=0.75, gt=0.0, le=1.0)
@@ -71,6 +78,8 @@ class JobSpec(BaseModel):
     cache: bool = True
     callback_url: str | None = Field(default=None, max_length=2000)
     callback_events: Literal["terminal", "all"] = "terminal"
+    user: str | None = Field(default=None, max_length=200)
+    """The caller's own id for its end user, recorded with the job (OpenAI's ``user``)."""
 
     @field_validator("prompt")
     @classmethod

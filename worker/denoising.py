@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 import imggen
 from imggen.errors import StageAborted
+from imggen.samplers import sampler_identity
 from imggen.stages.denoise import DenoiseItem, denoise_batch
 from producer.artifacts import job_key
 from producer.db import in_transaction
@@ -48,7 +49,8 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
     settings = runtime.settings
     first = contexts[0].spec
     parts = runtime.components(contexts[0].model)
-    scheduler = type(parts.scheduler).__name__
+    # Every job of a batch shares its sampler (it is part of the batch key).
+    scheduler = sampler_identity(parts.scheduler, first.scheduler)
 
     # 1. Each job's conditioning, then a cache lookup for each of its images.
     images: list[_Image] = []
@@ -116,6 +118,7 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
             width=first.width,
             guidance=first.guidance,
             strength=first.strength,
+            sampler=first.scheduler,
             resume=torch.cat([image.resume for image in group]) if start else None,  # type: ignore[misc]
             resume_step=start,
             keep_steps=keep if start == 0 else (),

@@ -9,6 +9,7 @@ import torch
 
 from imggen.components import Components
 from imggen.errors import InvalidInput
+from imggen.samplers import step_noise
 from imggen.stages.encode import PromptEmbeddings
 
 ProgressCallback = Callable[[int, int], None]
@@ -82,12 +83,14 @@ def denoise(
     guidance: float = 7.5,
     image_latents: torch.Tensor | None = None,
     strength: float = 1.0,
+    sampler: str | None = None,
     on_step: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """Run ``steps`` denoising steps for one image per seed; returns ``[len(seeds), C, h, w]``.
 
     With ``image_latents`` (image-to-image) the loop starts from them, noised to ``strength``
     (1.0 ignores the image; lower keeps more of it) and runs the last ``strength * steps`` steps.
+    ``sampler`` names one of imggen.samplers.SAMPLERS (default: the model's own scheduler).
     Raises InvalidInput for bad arguments and StageAborted when ``on_step`` asks to stop.
     """
     items = [DenoiseItem(embeddings, seed, image_latents) for seed in seeds]
@@ -99,6 +102,7 @@ def denoise(
         width=width,
         guidance=guidance,
         strength=strength,
+        sampler=sampler,
         on_step=on_step,
     ).latents
 
@@ -113,6 +117,7 @@ def denoise_batch(
     width: int,
     guidance: float = 7.5,
     strength: float = 1.0,
+    sampler: str | None = None,
     resume: torch.Tensor | None = None,
     resume_step: int = 0,
     keep_steps: Sequence[int] = (),
@@ -123,12 +128,13 @@ def denoise_batch(
     An image comes out the same whichever batch it is in (up to float rounding). With ``resume``
     (latents after ``resume_step`` steps, e.g. from the semantic cache) the first
     ``resume_step`` steps are skipped. ``keep_steps`` lists step counts after which a copy of
-    the latents is kept (to fill that cache). Raises InvalidInput, or StageAborted from ``on_step``.
+    the latents is kept (to fill that cache). ``sampler``: as in ``denoise``. Raises
+    InvalidInput, or StageAborted from ``on_step``.
     """
     # 1. Check inputs and set up a scheduler for this run.
     seeds = [item.seed for item in items]
     check_inputs(parts, seeds, steps, height, width, strength)
-    scheduler = parts.fresh_scheduler()
+    scheduler = parts.fresh_scheduler(sampler)
     scheduler.set_timesteps(steps, device=parts.device)
     timesteps = scheduler.timesteps
     batch = len(items)
@@ -161,7 +167,8 @@ def denoise_batch(
         context = torch.cat([torch.cat([item.embeddings.uncond for item in items]), context])
     context = context.to(parts.device, parts.dtype)
 
-    # 3. The loop.
+    # 3. The loop. A stochastic sampler draws each image's step noise from its own generator.
+    noise_kwargs = step_noise(scheduler, seeds)
     kept: dict[int, torch.Tensor] = {}
     total = resume_step + len(timesteps)
     for i, t in enumerate(timesteps):
@@ -171,7 +178,7 @@ def denoise_batch(
         if use_guidance:
             uncond, cond = predicted.chunk(2)
             predicted = uncond + guidance * (cond - uncond)
-        latents = scheduler.step(predicted, t, latents).prev_sample
+        latents = scheduler.step(predicted, t, latents, **noise_kwargs).prev_sample
         done = resume_step + i + 1
         if done in keep_steps:
             kept[done] = latents.clone()

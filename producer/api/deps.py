@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
 from producer.client import Client
 from producer.db import in_transaction
@@ -13,7 +18,12 @@ from producer.keys import authenticate
 from producer.models import ApiKey
 from producer.settings import Settings
 
-_bearer = HTTPBearer(auto_error=False, description="An API key from `imggen keys create`.")
+bearer = HTTPBearer(auto_error=False, description="An API key from `imggen keys create`.")
+basic = HTTPBasic(
+    auto_error=False, description="Any user name, with an API key as the password (A1111 style)."
+)
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+Basic = Annotated[HTTPBasicCredentials | None, Depends(basic)]
 
 
 def settings(request: Request) -> Settings:
@@ -24,15 +34,17 @@ def client(request: Request) -> Client:
     return request.app.state.client
 
 
-def api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiKey:
+def key_for(request: Request, secret: str | None) -> ApiKey | None:
+    """The live key whose secret is ``secret``, or None (blocking: one SQL read)."""
+    if not secret:
+        return None
+    db = settings(request).resolved_database_url
+    return in_transaction(db, lambda session: authenticate(session, secret))
+
+
+def api_key(request: Request, credentials: Bearer) -> ApiKey:
     """The caller's key; 401 without a valid one."""
-    key = None
-    if credentials is not None and credentials.scheme.lower() == "bearer":
-        db = settings(request).resolved_database_url
-        key = in_transaction(db, lambda session: authenticate(session, credentials.credentials))
+    key = key_for(request, credentials.credentials if credentials else None)
     if key is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

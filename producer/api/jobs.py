@@ -16,17 +16,16 @@ from starlette.datastructures import UploadFile
 
 from producer.api.deps import ApiClient, ApiSettings, CurrentKey
 from producer.api.schemas import JobList, JobView
+from producer.api.submission import TERMINAL_VALUES, OverQuota, owned_view, submit_for_key
 from producer.artifacts import ArtifactStore
 from producer.db import in_transaction
-from producer.errors import InvalidJobSpec, JobNotFound
+from producer.errors import InvalidJobSpec
 from producer.events import changes, notify
-from producer.jobs import get_job, job_view, list_jobs
-from producer.models import TERMINAL, JobStatus
-from producer.quotas import check_quota
+from producer.jobs import job_view, list_jobs
+from producer.models import JobStatus
 from producer.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-_TERMINAL = {s.value for s in TERMINAL}
 _REQUEST_FIELDS = {
     k: v for k, v in JobSpec.model_json_schema()["properties"].items() if k != "has_input_image"
 }
@@ -82,15 +81,7 @@ def _view(request: Request, job: dict[str, Any]) -> dict[str, Any]:
 
 def _owned(client: ApiClient, key: CurrentKey, job_id: str) -> dict[str, Any]:
     """The job if it exists and belongs to ``key``; 404 otherwise, even for others' jobs."""
-
-    def read(session: Any) -> dict[str, Any] | None:
-        job = get_job(session, job_id, full=True)
-        return job_view(job) if job.owner_key_id == key.id else None
-
-    try:
-        view = in_transaction(client.settings.resolved_database_url, read)
-    except JobNotFound:
-        view = None
+    view = owned_view(client, key, job_id)
     if view is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
     return view
@@ -131,41 +122,24 @@ async def submit_job(
     request: Request,
     key: CurrentKey,
     client: ApiClient,
-    settings: ApiSettings,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
     """Submit a job (JSON; multipart with an `image` for image-to-image). Returns at once."""
     fields, image = await _read_submission(request)
     if "has_input_image" in fields:
         raise _unprocessable({"has_input_image": "set by the server from the uploaded image"})
-
-    def quota(session: Any) -> Any:
-        return check_quota(
-            session,
-            key.id,
-            redis_url=settings.resolved_redis_url,
-            per_minute=settings.api_submissions_per_minute,
-            max_in_flight=settings.api_max_in_flight,
-        )
-
-    if idempotency_key is None or client.idempotent_job(key.id, idempotency_key) is None:
-        exceeded = await run_in_threadpool(in_transaction, settings.resolved_database_url, quota)
-        if exceeded is not None:
-            return JSONResponse(
-                {"detail": exceeded.reason},
-                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-                headers={"Retry-After": str(exceeded.retry_after_s)},
-            )
     try:
         handle = await run_in_threadpool(
-            lambda: client.submit(
-                image=image, owner_key_id=key.id, idempotency_key=idempotency_key, **fields
-            )
+            submit_for_key, client, key, fields, image, idempotency_key
+        )
+    except OverQuota as exc:
+        return JSONResponse(
+            {"detail": exc.reason},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after_s)},
         )
     except InvalidJobSpec as exc:
         raise _unprocessable(exc.errors) from None
-    except TypeError:  # a field name that is not a Python identifier
-        raise _unprocessable({"body": "unknown fields"}) from None
     view = _view(request, await run_in_threadpool(_owned, client, key, handle.id))
     headers = {"Location": view["urls"]["self"]}
     if handle.replayed:
@@ -283,7 +257,7 @@ async def job_events(
             view = _view(request, await run_in_threadpool(_owned, client, key, job_id))
             state = (view["status"], view["stage"])
             progress = view["progress"]
-            if view["status"] in _TERMINAL:
+            if view["status"] in TERMINAL_VALUES:
                 yield f"event: end\ndata: {json.dumps(view)}\n\n"
                 return
             if last is None or state != last[:2]:

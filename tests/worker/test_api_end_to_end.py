@@ -1,14 +1,11 @@
-"""Over HTTP, end to end: a real API process, a real worker, Redis and PostgreSQL, and a webhook
-receiver that is down at first."""
+"""Over HTTP, end to end: a real API process, a real worker, Redis and PostgreSQL (the shared
+``api_stack``), and a webhook receiver that is down at first."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,11 +18,10 @@ from producer.db import in_transaction, session_scope
 from producer.keys import create_key
 from producer.models import WebhookDelivery
 from producer.webhooks import EVENT_HEADER, SIGNATURE_HEADER, verify_signature
-from tests.conftest import RedisServer, free_port, postgres_database
-from tests.worker.deployments import Deployment, make_deployment, with_worker
+from tests.worker.conftest import WEBHOOK_SECRET as SECRET
+from tests.worker.deployments import Deployment
 
 pytestmark = pytest.mark.slow
-SECRET = "webhook-secret-for-tests"
 
 
 class Receiver(ThreadingHTTPServer):
@@ -57,50 +53,10 @@ class Receiver(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/hooks/imggen"
 
 
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, redis_server: RedisServer
-) -> Iterator[tuple[Deployment, str]]:
-    home = tmp_path_factory.mktemp("api-e2e")
-    with postgres_database() as database_url:
-        dep = make_deployment(
-            "api",
-            home,
-            tiny_model_dir,
-            database_url,
-            redis_server.url,
-            webhook_secret=SECRET,
-            sweep_interval_seconds="0.3",
-        )
-        for running in with_worker(dep):
-            port = free_port()
-            api = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
-                env=dep.env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            base = f"http://127.0.0.1:{port}"
-            try:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        if httpx.get(f"{base}/healthz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)
-                yield running, base
-            finally:
-                api.terminate()
-                api.wait(10)
-
-
 def test_post_follow_events_download_and_receive_the_signed_webhook(
-    stack: tuple[Deployment, str],
+    api_stack: tuple[Deployment, str],
 ) -> None:
-    dep, base = stack
+    dep, base = api_stack
     with session_scope(dep.settings.resolved_database_url) as session:
         _, key = create_key(session, "e2e")
     auth = {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,79 @@
+"""The models this deployment serves, as the API lists them: its default model and each diffusers
+folder under the models folder.
+
+Read from the folders' JSON files only (the producer never loads weights). Where the API runs on
+a host without the models folder, only the default model is known.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from producer.settings import Settings
+from producer.spec import NATIVE_SIDES
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    id: str  # what a job names as its model
+    family: str | None  # the pipeline class in model_index.json, where the folder is readable
+    native_size: tuple[int, int] | None  # (width, height) the model draws by default
+    created: int  # the folder's modification time (Unix seconds); 0 where unknown
+    default: bool
+
+
+def served_models(settings: Settings) -> list[ServedModel]:
+    """The default model first, then the folders under ``models_dir`` by name."""
+    default = settings.default_model
+    models = [_describe(default, settings, default=True)]
+    root = settings.resolved_models_dir
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if folder.name != default and (folder / "model_index.json").is_file():
+                models.append(_describe(folder.name, settings, default=False))
+    return models
+
+
+def find_model(settings: Settings, name: str | None) -> ServedModel | None:
+    """The served model a request names (None: the default), or None if there is no such model."""
+    wanted = name or settings.default_model
+    return next((model for model in served_models(settings) if model.id == wanted), None)
+
+
+def _describe(model_id: str, settings: Settings, *, default: bool) -> ServedModel:
+    folder = Path(settings.model_path(model_id))
+    index = _read_json(folder / "model_index.json")
+    side = NATIVE_SIDES.get(model_id)
+    native = (side, side) if side else _native_size(folder)
+    try:
+        created = int(folder.stat().st_mtime)
+    except OSError:
+        created = 0
+    family = index.get("_class_name") if index else None
+    return ServedModel(model_id, family, native, created, default)
+
+
+def _native_size(folder: Path) -> tuple[int, int] | None:
+    """The UNet's sample size times the VAE's downsampling, as diffusers' pipelines default."""
+    unet = _read_json(folder / "unet" / "config.json")
+    vae = _read_json(folder / "vae" / "config.json")
+    if unet is None or vae is None:
+        return None
+    try:
+        sample = unet["sample_size"]
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        height, width = (sample, sample) if isinstance(sample, int) else sample
+        return int(width) * factor, int(height) * factor
+    except (KeyError, TypeError, ValueError):  # not a Stable Diffusion layout
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
