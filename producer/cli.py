@@ -18,7 +18,7 @@ from rich.table import Table
 from producer.client import Client, JobHandle
 from producer.errors import ImggenError, InvalidJobSpec, JobNotFound, JobTimeout
 from producer.models import JobStatus
-from producer.spec import parse_size
+from producer.spec import SCHEDULERS, parse_size
 
 app = typer.Typer(help="imggen: image generation as background jobs.", no_args_is_help=True)
 out = Console()
@@ -57,6 +57,10 @@ def submit(
         typer.Option(help="WIDTHxHEIGHT, multiples of 8; default 512x512, or the model's own."),
     ] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help=f"Sampler: {', '.join(SCHEDULERS)}; the model's own if unset."),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model id; the deployment's default if unset.")
     ] = None,
@@ -92,6 +96,7 @@ def submit(
         "n": n,
         "steps": steps,
         "guidance": guidance,
+        "scheduler": scheduler,
         "model": model,
         "expand": expand,
         "keep_best": keep_best,

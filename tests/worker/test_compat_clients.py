@@ -48,6 +48,7 @@ def test_the_openai_client_generates_edits_and_lists_models(
     dep, base = api_stack
     key = _new_key(dep, "openai")
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+    bearer = {"Authorization": f"Bearer {key}"}
 
     # 1. b64_json: the images come back in the response, and the job is an ordinary job.
     made = client.images.generate(
@@ -96,7 +97,14 @@ def test_the_openai_client_generates_edits_and_lists_models(
     )
     assert after == before
 
-    # 5. Models: the OpenAI list, with imggen's fields.
+    # 5. A caller that gives up waiting loses nothing: its job runs on to the end.
+    with pytest.raises(openai.APITimeoutError):
+        client.with_options(timeout=0.5).images.generate(prompt="a slow fox", size="256x256")
+    mine = httpx.get(f"{base}/v1/jobs", params={"limit": 1}, headers=bearer).json()["jobs"]
+    assert mine[0]["prompt"] == "a slow fox"
+    assert dep.client.job(mine[0]["id"]).wait(timeout=120)["status"] == "succeeded"
+
+    # 6. Models: the OpenAI list, with imggen's fields.
     (model,) = client.models.list().data
     assert model.id == str(dep.settings.default_model) and model.owned_by == "imggen"
     assert model.native_size == "64x64" and model.default  # type: ignore[attr-defined]

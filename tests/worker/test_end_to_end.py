@@ -149,18 +149,23 @@ def test_cli_submit_wait_status_cancel(deployment: Deployment) -> None:
     assert all({"uri", "metrics"} <= set(image) for image in job["images"])
     assert all(image["metrics"]["entropy"] > 0 for image in job["images"])
 
-    queued = deployment.cli("submit", "a blue fox", "--steps", "4", "--size", "64x64")
+    queued = deployment.cli(
+        "submit", "a blue fox", "--steps", "4", "--size", "64x64", "--scheduler", "euler_a"
+    )
     assert queued.returncode == 0, queued.stderr
     job_id = queued.stdout.strip()
     assert len(job_id) == 32
     waited = deployment.cli("wait", job_id, "--json", "--timeout", str(WAIT_S))
     assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded"
+    assert json.loads(waited.stdout)["spec"]["scheduler"] == "euler_a"
     status = deployment.cli("status", job_id)
     assert status.returncode == 0 and "succeeded" in status.stdout
     assert "already ended" in deployment.cli("cancel", job_id).stdout
 
     bad = deployment.cli("submit", "a fox", "--size", "63x64")
     assert bad.returncode == 2 and "width" in bad.stderr
+    bad = deployment.cli("submit", "a fox", "--scheduler", "heun")
+    assert bad.returncode == 2 and "scheduler" in bad.stderr
     unknown = deployment.cli("status", "0" * 32)
     assert unknown.returncode == 1 and "no job" in unknown.stderr
 
