@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from producer.artifacts import ArtifactStore, job_key
 from producer.db import in_transaction
@@ -44,6 +45,7 @@ class Client:
         image: bytes | str | Path | None = None,
         owner_key_id: int | None = None,
         idempotency_key: str | None = None,
+        admit: Callable[[Session], None] | None = None,
         **fields: Any,
     ) -> JobHandle:
         """Validate, record and enqueue one job.
@@ -55,7 +57,7 @@ class Client:
         if prompt is not None:
             fields["prompt"] = prompt
         fields["has_input_image"] = image is not None
-        spec = validate_spec(fields)
+        spec = validate_spec(fields, self.settings.webhook_allowed_hosts)
         checked = None
         if image is not None:
             checked = validate_input_image(
@@ -64,7 +66,7 @@ class Client:
                 max_pixels=self.settings.max_input_image_pixels,
             )
         return self.submit_spec(
-            spec, checked, owner_key_id=owner_key_id, idempotency_key=idempotency_key
+            spec, checked, owner_key_id=owner_key_id, idempotency_key=idempotency_key, admit=admit
         )
 
     def submit_spec(
@@ -74,11 +76,13 @@ class Client:
         *,
         owner_key_id: int | None = None,
         idempotency_key: str | None = None,
+        admit: Callable[[Session], None] | None = None,
     ) -> JobHandle:
         """Record and enqueue an already validated spec (and its validated input image).
 
         With an ``idempotency_key``, a second call with the same key (and owner) returns the
-        job the first one made instead of making another.
+        job the first one made instead of making another. ``admit`` runs first in the
+        transaction that inserts the job (a quota check); what it raises, nothing is written.
         """
         if idempotency_key is not None:
             earlier = self.idempotent_job(owner_key_id, idempotency_key)
@@ -92,20 +96,28 @@ class Client:
             # The name comes from the job id, never from the user.
             key = job_key(job_id, f"input.{image.format}")
             image_uri = self.store.put(key, image.data)
-        try:
-            # The job, its stages and its first message, in one transaction.
-            in_transaction(
-                self._db_url,
-                lambda session: create_job(
-                    session,
-                    spec,
-                    model,
-                    job_id=job_id,
-                    input_image_uri=image_uri,
-                    owner_key_id=owner_key_id,
-                    idempotency_key=idempotency_key,
-                ),
+
+        def record(session: Session) -> None:
+            if admit is not None:
+                admit(session)
+            create_job(
+                session,
+                spec,
+                model,
+                job_id=job_id,
+                input_image_uri=image_uri,
+                owner_key_id=owner_key_id,
+                idempotency_key=idempotency_key,
             )
+
+        try:
+            try:
+                # The job, its stages and its first message, in one transaction.
+                in_transaction(self._db_url, record)
+            except BaseException:
+                if image_uri is not None:  # no job will ever read it
+                    self.store.delete(image_uri)
+                raise
         except IntegrityError:
             # A concurrent request with the same idempotency key won the race: return its job.
             if idempotency_key is None:

@@ -39,18 +39,21 @@ def notify(redis_url: str | None, job_id: str) -> None:
 
 
 async def changes(redis_url: str | None, job_id: str) -> AsyncGenerator[None, None]:
-    """Yield whenever ``job_id`` may have changed (on notification, or every POLL_S)."""
-    if redis_url is None:
-        while True:
-            yield
-            await asyncio.sleep(POLL_S)
-    client = aioredis.Redis.from_url(redis_url)
-    pubsub = client.pubsub()
-    try:
-        await pubsub.subscribe(channel(job_id))
-        while True:
-            yield
-            await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S * 4)
-    finally:
-        await pubsub.aclose()
-        await client.aclose()
+    """Yield whenever ``job_id`` may have changed (on notification, or every POLL_S). Without
+    Redis, or while it does not answer, this polls."""
+    if redis_url is not None:
+        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=1)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(channel(job_id))
+            while True:
+                yield
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S * 4)
+        except (redis.RedisError, OSError):
+            log.info("job events from Redis unavailable; polling for %s", job_id, exc_info=True)
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+    while True:
+        yield
+        await asyncio.sleep(POLL_S)

@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     """Key that signs webhook bodies (HMAC-SHA256); webhooks are not sent without one."""
 
+    webhook_allowed_hosts: list[str] = []
+    """Hosts that callback URLs may name although they are internal (a receiver inside the
+    deployment); every other internal address is refused, at submit and at send time."""
+
+    webhook_concurrency: int = 8
+    """Webhooks each worker sends at once (threads of their own, apart from the sweeper)."""
+
+    webhook_per_host: int = 2
+    """Webhooks each worker sends at once to one receiving host."""
+
+    webhook_timeout_seconds: float = 10.0
+    """Connect, write and read time-out of one webhook POST."""
+
     webhook_max_attempts: int = 20
     """Deliveries given up after this many tries (backoff doubles up to 10 minutes)."""
 

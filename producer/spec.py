@@ -6,8 +6,8 @@ The same model is read back by the worker (from the job row's JSON), so the rule
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from producer.callbacks import check_callback_url
 from producer.errors import InvalidJobSpec
 from producer.settings import BUILTIN_SHAPES
 
@@ -102,12 +103,11 @@ class JobSpec(BaseModel):
 
     @field_validator("callback_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parsed = urlsplit(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError("must be an http or https URL")
+    def _public_http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # At the producer edge (validate_spec) the context carries the deployment's allowed
+        # hosts; a spec read back from its row was checked when it was submitted.
+        if value is not None and info.context is not None:
+            check_callback_url(value, info.context.get("allowed_callback_hosts", ()))
         return value
 
     @field_validator("keep_best")
@@ -142,10 +142,14 @@ def parse_size(size: str) -> tuple[int, int]:
     return width, height
 
 
-def validate_spec(data: dict[str, Any]) -> JobSpec:
-    """Build a JobSpec from untrusted data; raises InvalidJobSpec naming every bad field."""
+def validate_spec(data: dict[str, Any], allowed_callback_hosts: Collection[str] = ()) -> JobSpec:
+    """Build a JobSpec from untrusted data; raises InvalidJobSpec naming every bad field.
+
+    ``callback_url`` must be public unless its host is one of ``allowed_callback_hosts``.
+    """
+    context = {"allowed_callback_hosts": allowed_callback_hosts}
     try:
-        return JobSpec.model_validate(data)
+        return JobSpec.model_validate(data, context=context)
     except ValidationError as exc:
         errors: dict[str, str] = {}
         for error in exc.errors():

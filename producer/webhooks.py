@@ -2,8 +2,9 @@
 
 A job that names a ``callback_url`` gets a POST of its JSON when it ends (and, with
 ``callback_events="all"``, after each stage). Each delivery is a row written in the transaction
-that changed the job; the sweeper POSTs due rows, logs every attempt, and retries failures with
-exponential backoff, so nothing is dropped while the receiver is down.
+that changed the job; every worker's webhook sender (producer.webhook_sender) POSTs due rows,
+logs every attempt, and retries failures with exponential backoff, so nothing is dropped while
+the receiver is down.
 
 Signature header (Stripe-style)::
 
@@ -19,15 +20,16 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from producer.db import session_scope
+from producer.callbacks import CallbackRefused, resolve_target
 from producer.errors import ImggenError
 from producer.models import WebhookAttempt, WebhookDelivery, utcnow
 
@@ -85,61 +87,72 @@ def add_delivery(
     session.add(WebhookDelivery(job_id=job_id, event=event, url=url, payload=body))
 
 
-def deliver_due(
-    database_url: str,
-    secret: str | None,
-    max_attempts: int,
-    limit: int = 50,
-    timeout_s: float = 10.0,
-) -> int:
-    """POST due deliveries; returns how many were accepted (2xx) in this pass."""
-    if secret is None:
-        return 0
-    now = utcnow()
-    query = (
-        select(WebhookDelivery)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-        .order_by(WebhookDelivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    accepted = 0
-    with session_scope(database_url) as session, httpx.Client(timeout=timeout_s) as http:
-        for delivery in session.scalars(query).all():
-            accepted += _attempt(http, delivery, secret, max_attempts)
-    return accepted
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt at a delivery: the receiver's status, or why it failed."""
+
+    status_code: int | None
+    error: str | None
+    refused: bool  # the address is not allowed: never worth another attempt
+    duration_ms: float
 
 
-def _attempt(http: httpx.Client, delivery: WebhookDelivery, secret: str, max_attempts: int) -> int:
-    body = delivery.payload.encode()
-    headers = {
-        "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(body, secret),
-        EVENT_HEADER: delivery.event,
-    }
+def post_delivery(
+    http: httpx.Client,
+    url: str,
+    event: str,
+    payload: str,
+    secret: str,
+    allowed_hosts: Collection[str] = (),
+) -> Outcome:
+    """POST one signed delivery to the address its host resolves to now, checked as at submit
+    (producer.callbacks); one that resolves to an internal address is not sent."""
+    body = payload.encode()
     started = time.perf_counter()
-    status_code, error = None, None
+    status_code, error, refused = None, None, False
     try:
-        response = http.post(delivery.url, content=body, headers=headers)
+        target = resolve_target(url, allowed_hosts)
+        headers = {
+            "Content-Type": "application/json",
+            "Host": urlsplit(url).netloc,
+            SIGNATURE_HEADER: sign(body, secret),
+            EVENT_HEADER: event,
+        }
+        # TLS is checked against the name, while the connection goes to the checked address.
+        response = http.post(
+            target.url, content=body, headers=headers, extensions={"sni_hostname": target.host}
+        )
         status_code = response.status_code
         if not response.is_success:
             error = f"HTTP {status_code}"
+    except CallbackRefused as exc:
+        error, refused = f"refused: callback_url {exc}", True
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
+    return Outcome(status_code, error, refused, (time.perf_counter() - started) * 1000)
+
+
+def record_outcome(
+    session: Session, delivery: WebhookDelivery | None, outcome: Outcome, max_attempts: int
+) -> bool:
+    """Log the attempt and settle the delivery: delivered, failed for good, or due again after
+    exponential backoff. Returns whether it was delivered."""
+    if delivery is None or delivery.status != "pending":
+        return False
     delivery.attempts += 1
     delivery.attempt_log.append(
         WebhookAttempt(
-            status_code=status_code, error=error, duration_ms=(time.perf_counter() - started) * 1000
+            status_code=outcome.status_code, error=outcome.error, duration_ms=outcome.duration_ms
         )
     )
-    if error is None:
+    if outcome.error is None:
         delivery.status, delivery.delivered_at, delivery.last_error = "delivered", utcnow(), None
-        return 1
-    delivery.last_error = error
-    if delivery.attempts >= max_attempts:
+        return True
+    delivery.last_error = outcome.error
+    if outcome.refused or delivery.attempts >= max_attempts:
         delivery.status = "failed"
-        log.warning("webhook %s to %s given up: %s", delivery.id, delivery.url, error)
+        log.warning("webhook %s to %s given up: %s", delivery.id, delivery.url, outcome.error)
     else:
         delay = min(2.0**delivery.attempts, 600.0)
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    return 0
+    return False

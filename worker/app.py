@@ -27,13 +27,17 @@ def _after_fork(**_: Any) -> None:
 
 @worker_ready.connect
 def _start_background_threads(sender: Any = None, **_: Any) -> None:
-    """Every worker relays the outbox and re-sends lost stages, so no extra process is needed,
-    and watches that it still consumes."""
+    """Every worker relays the outbox, re-sends lost stages and sends webhooks (each on threads
+    of its own), so no extra process is needed, and watches that it still consumes."""
     settings = get_settings()
     if settings.sweep_interval_seconds > 0:
+        from producer.webhook_sender import WebhookSender
         from worker.sweeper import Sweeper
 
         _threads.append(_start(Sweeper(settings, app).run_forever, "imggen-sweeper"))
+        if settings.webhook_secret is not None:
+            sender = WebhookSender.from_settings(settings)
+            _threads.append(_start(sender.run_forever, "imggen-webhooks"))
     if settings.stall_after_seconds > 0 and sender is not None:
         from worker.watchdog import ConsumerWatchdog
 

@@ -45,17 +45,25 @@ def worker(
 def sweeper(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
 ) -> None:
-    """Relay the outbox and re-send lost stages (every worker already runs one of these)."""
+    """Relay the outbox, re-send lost stages and send webhooks (every worker already does)."""
     import threading
 
+    from producer.webhook_sender import WebhookSender
     from worker.app import app as celery_app
     from worker.sweeper import Sweeper
 
-    sweeper = Sweeper(get_settings(), celery_app)
+    settings = get_settings()
+    sweeper, sender = Sweeper(settings, celery_app), WebhookSender.from_settings(settings)
     if once:
         out.print(sweeper.run_once())
+        out.print(
+            f"webhooks delivered: {sender.deliver_once(settings.webhook_timeout_seconds * 3)}"
+        )
+        sender.close()
         return
-    sweeper.run_forever(threading.Event())
+    stop = threading.Event()
+    threading.Thread(target=sender.run_forever, args=(stop,), daemon=True).start()
+    sweeper.run_forever(stop)
 
 
 @models_app.command("make-tiny")

@@ -9,10 +9,11 @@ Each pass:
 3. re-sends queued stages whose message was sent long ago and never claimed, when their queue
    in the broker is empty (a broker restart that lost its queues). A stage waiting behind others
    in a deep queue is left alone;
-4. POSTs due webhooks;
-5. evicts the least recently used latent cache entries beyond the configured size.
+4. evicts the least recently used latent cache entries beyond the configured size.
 
 Several sweepers may run at once: a message sent twice is harmless, the stage claim decides.
+Webhooks are sent apart from all this, by the webhook sender (producer.webhook_sender), so a
+receiver that never answers cannot hold up recovery.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from producer.outbox import add_message, publish_pending
 from producer.pipeline import STAGES, queue_name
 from producer.queue import queue_sizes
 from producer.settings import Settings
-from producer.webhooks import deliver_due
 from worker import latent_cache
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ class SweepReport:
     published: int = 0
     expired_leases: int = 0
     stale_queued: int = 0
-    webhooks: int = 0
 
 
 class Sweeper:
@@ -90,9 +89,6 @@ class Sweeper:
         # Messages younger than the grace period are the fast path's to send.
         report.published = publish_pending(
             self.db, self.app, min_age_s=self.settings.relay_grace_seconds
-        )
-        report.webhooks = deliver_due(
-            self.db, self.settings.webhook_secret, self.settings.webhook_max_attempts
         )
         evicted = in_transaction(
             self.db, lambda session: latent_cache.evict(session, self.settings.cache_max_entries)

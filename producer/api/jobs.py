@@ -16,13 +16,14 @@ from starlette.datastructures import UploadFile
 
 from producer.api.deps import ApiClient, ApiSettings, CurrentKey
 from producer.api.schemas import JobList, JobView
-from producer.api.submission import TERMINAL_VALUES, OverQuota, owned_view, submit_for_key
+from producer.api.submission import TERMINAL_VALUES, owned_view, submit_for_key
 from producer.artifacts import ArtifactStore
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
 from producer.events import changes, notify
 from producer.jobs import job_view, list_jobs
 from producer.models import JobStatus
+from producer.quotas import QuotaExceeded
 from producer.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -132,7 +133,7 @@ async def submit_job(
         handle = await run_in_threadpool(
             submit_for_key, client, key, fields, image, idempotency_key
         )
-    except OverQuota as exc:
+    except QuotaExceeded as exc:
         return JSONResponse(
             {"detail": exc.reason},
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,

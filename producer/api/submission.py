@@ -13,25 +13,18 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
+from producer import quotas
 from producer.client import Client, JobHandle
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec, JobNotFound
 from producer.events import changes
 from producer.jobs import get_job, job_view
 from producer.models import TERMINAL, ApiKey
-from producer.quotas import QuotaExceeded, check_quota
 
 log = logging.getLogger(__name__)
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
-
-
-class OverQuota(Exception):
-    """The key may not submit now; nothing was written."""
-
-    def __init__(self, exceeded: QuotaExceeded) -> None:
-        self.reason, self.retry_after_s = exceeded.reason, exceeded.retry_after_s
-        super().__init__(self.reason)
 
 
 class StillRunning(Exception):
@@ -56,12 +49,13 @@ def submit_for_key(
     image: bytes | None = None,
     idempotency_key: str | None = None,
 ) -> JobHandle:
-    """Check the key's quotas, then validate, record and enqueue the job (blocking: run it in a
-    thread). A replayed idempotency key uses no quota. Raises OverQuota or InvalidJobSpec."""
+    """Validate, then record (counting it against the key's quotas in the same transaction) and
+    enqueue the job (blocking: run it in a thread). A replayed idempotency key and a refused
+    submission use no quota. Raises QuotaExceeded or InvalidJobSpec."""
     settings = client.settings
 
-    def quota(session: Any) -> QuotaExceeded | None:
-        return check_quota(
+    def admit(session: Session) -> None:
+        quotas.admit(
             session,
             key.id,
             redis_url=settings.resolved_redis_url,
@@ -69,13 +63,13 @@ def submit_for_key(
             max_in_flight=settings.api_max_in_flight,
         )
 
-    if idempotency_key is None or client.idempotent_job(key.id, idempotency_key) is None:
-        exceeded = in_transaction(settings.resolved_database_url, quota)
-        if exceeded is not None:
-            raise OverQuota(exceeded)
     try:
         return client.submit(
-            image=image, owner_key_id=key.id, idempotency_key=idempotency_key, **fields
+            image=image,
+            owner_key_id=key.id,
+            idempotency_key=idempotency_key,
+            admit=admit,
+            **fields,
         )
     except TypeError:  # a field that collides with one of submit's own arguments
         raise InvalidJobSpec({"body": "unknown fields"}) from None

@@ -37,6 +37,8 @@ def api_stack(
             database_url,
             redis.url,
             webhook_secret=WEBHOOK_SECRET,
+            # The tests' webhook receivers listen on the loopback, which is otherwise refused.
+            webhook_allowed_hosts='["127.0.0.1"]',
             sweep_interval_seconds="0.3",
         )
         for running in with_worker(dep):

@@ -27,7 +27,6 @@ from producer.api.a1111.translate import (
 from producer.api.deps import ApiClient, ApiSettings, Basic, Bearer, key_for
 from producer.api.submission import (
     ClientGone,
-    OverQuota,
     StillRunning,
     kept_images,
     submit_for_key,
@@ -41,6 +40,7 @@ from producer.errors import InvalidJobSpec
 from producer.events import notify
 from producer.jobs import cancel_job, current_job
 from producer.models import ApiKey, Job
+from producer.quotas import QuotaExceeded
 from producer.spec import JobSpec
 
 router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"])
@@ -105,7 +105,7 @@ async def _run(request: Request, client: Client, key: ApiKey, parsed: Txt2ImgReq
         raise field_errors({checkpoint: "not a model served here (GET /sdapi/v1/sd-models)"})
     try:
         handle = await run_in_threadpool(submit_for_key, client, key, fields, image)
-    except OverQuota as exc:
+    except QuotaExceeded as exc:
         raise A1111Error(429, exc.reason, headers={"Retry-After": str(exc.retry_after_s)}) from None
     except InvalidJobSpec as exc:
         raise invalid(exc.errors) from None

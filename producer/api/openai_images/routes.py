@@ -27,7 +27,6 @@ from producer.api.openai_images.translate import (
 )
 from producer.api.submission import (
     ClientGone,
-    OverQuota,
     StillRunning,
     kept_images,
     submit_for_key,
@@ -38,6 +37,7 @@ from producer.catalog import ServedModel, find_model, served_models
 from producer.client import Client
 from producer.errors import InvalidJobSpec
 from producer.models import ApiKey
+from producer.quotas import QuotaExceeded
 from producer.spec import SCHEDULERS
 
 router = APIRouter(tags=["openai"])
@@ -174,7 +174,7 @@ async def _run(
     settings = client.settings
     try:
         handle = await run_in_threadpool(submit_for_key, client, key, fields, image)
-    except OverQuota as exc:
+    except QuotaExceeded as exc:
         raise OpenAIError(
             429,
             f"Rate limit reached: {exc.reason}.",

@@ -1,0 +1,161 @@
+"""Sending due webhooks from threads of their own, apart from the outbox relay and lease recovery.
+
+A receiver is an untrusted peer that may accept a connection and never answer. So deliveries run
+in a bounded pool (``webhook_concurrency``), at most ``webhook_per_host`` at once to one host,
+each bounded by a timeout, and no database transaction stays open during a POST. A slow host
+holds up only its own deliveries; the relay and the sweeper never wait on any of them.
+
+A delivery is claimed by moving its ``next_attempt_at`` past the time its POST can take, in a
+conditional UPDATE: several senders (one per worker) never send the same attempt, and one that
+dies mid-send leaves the delivery due again once that time has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select, update
+
+from producer.db import in_transaction
+from producer.models import WebhookDelivery, utcnow
+from producer.settings import Settings
+from producer.webhooks import post_delivery, record_outcome
+
+log = logging.getLogger(__name__)
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        database_url: str,
+        secret: str | None,
+        *,
+        max_attempts: int,
+        allowed_hosts: Collection[str] = (),
+        concurrency: int = 8,
+        per_host: int = 2,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.db, self.secret, self.max_attempts = database_url, secret, max_attempts
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.concurrency, self.per_host, self.timeout_s = concurrency, per_host, timeout_s
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="imggen-webhook")
+        self._http = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()  # host -> deliveries being sent
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookSender:
+        return cls(
+            settings.resolved_database_url,
+            settings.webhook_secret,
+            max_attempts=settings.webhook_max_attempts,
+            allowed_hosts=settings.webhook_allowed_hosts,
+            concurrency=settings.webhook_concurrency,
+            per_host=settings.webhook_per_host,
+            timeout_s=settings.webhook_timeout_seconds,
+        )
+
+    def pump(self) -> int:
+        """Start sending as many due deliveries as the limits allow; returns how many."""
+        return len(self._start_due())
+
+    def _start_due(self) -> list[Future[bool]]:
+        if self.secret is None:
+            return []
+        with self._lock:
+            free = self.concurrency - sum(self._in_flight.values())
+        if free <= 0:
+            return []
+        now = utcnow()
+        due = in_transaction(
+            self.db,
+            lambda session: session.execute(
+                select(WebhookDelivery.id, WebhookDelivery.url)
+                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+                .order_by(WebhookDelivery.id)
+                .limit(200)
+            ).all(),
+        )
+        started: list[Future[bool]] = []
+        for delivery_id, url in due:
+            if len(started) == free:
+                break
+            host = (urlsplit(url).hostname or "").lower()
+            with self._lock:
+                if self._in_flight[host] >= self.per_host:
+                    continue
+            if not self._claim(delivery_id, now):
+                continue  # another sender took it
+            with self._lock:
+                self._in_flight[host] += 1
+            started.append(self._pool.submit(self._send, delivery_id, host))
+        return started
+
+    def _claim(self, delivery_id: int, now: datetime) -> bool:
+        # Past the time a POST can take (connect, write, read), with room to record it.
+        until = utcnow() + timedelta(seconds=self.timeout_s * 3 + 5)
+        claim = (
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(
+            in_transaction(self.db, lambda session: session.connection().execute(claim).rowcount)
+        )
+
+    def _send(self, delivery_id: int, host: str) -> bool:
+        try:
+            row = in_transaction(
+                self.db,
+                lambda session: session.execute(
+                    select(
+                        WebhookDelivery.url, WebhookDelivery.event, WebhookDelivery.payload
+                    ).where(WebhookDelivery.id == delivery_id)
+                ).one(),
+            )
+            assert self.secret is not None
+            outcome = post_delivery(
+                self._http, row.url, row.event, row.payload, self.secret, self.allowed_hosts
+            )
+            return in_transaction(
+                self.db,
+                lambda session: record_outcome(
+                    session, session.get(WebhookDelivery, delivery_id), outcome, self.max_attempts
+                ),
+            )
+        except Exception:  # noqa: BLE001 - the claim runs out and another pass retries it
+            log.warning("webhook delivery %s not recorded", delivery_id, exc_info=True)
+            return False
+        finally:
+            with self._lock:
+                self._in_flight[host] -= 1
+
+    def deliver_once(self, timeout_s: float | None = None) -> int:
+        """One pass, waiting for its sends: how many deliveries were accepted (``--once``)."""
+        done, _ = wait(self._start_due(), timeout=timeout_s)
+        return sum(1 for future in done if future.result())
+
+    def run_forever(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+        while not stop.wait(interval_s):
+            try:
+                self.pump()
+            except Exception:  # noqa: BLE001 - database down: try again next pass
+                log.warning("webhook pass failed", exc_info=True)
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
