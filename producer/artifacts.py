@@ -7,6 +7,7 @@ runs twice leaves one file, not two.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import fsspec
@@ -32,9 +33,14 @@ class ArtifactStore:
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         temporary = f"{parent}/.tmp-{uuid.uuid4().hex}"
-        with self.fs.open(temporary, "wb") as handle:
-            handle.write(data)
-        self.fs.mv(temporary, path)
+        try:
+            with self.fs.open(temporary, "wb") as handle:
+                handle.write(data)
+            self.fs.mv(temporary, path)
+        except BaseException:  # a full disk, say: leave nothing half-written behind
+            with contextlib.suppress(OSError):
+                self.fs.rm(temporary)
+            raise
         return self.uri(key)
 
     def remove_partial_writes(self, prefix: str) -> int:

@@ -253,8 +253,11 @@ def create_key(name: Annotated[str, typer.Argument(help="Who or what the key is 
     from producer.keys import create_key as make
     from producer.settings import get_settings
 
-    with session_scope(get_settings().resolved_database_url) as session:
-        _, key = make(session, name)
+    try:
+        with session_scope(get_settings().resolved_database_url) as session:
+            _, key = make(session, name)
+    except ValueError as exc:
+        raise _fail(str(exc), code=2) from None
     out.print(key, highlight=False)
 
 

@@ -25,10 +25,11 @@ from producer.outbox import publish_now
 from producer.pipeline import STAGES
 from producer.queue import producer_app
 from producer.settings import Settings, get_settings
-from producer.spec import JobSpec, validate_spec, with_native_size
+from producer.spec import JobSpec, check_storable, validate_spec, with_native_size
 
 log = logging.getLogger(__name__)
 _TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
+MAX_IDEMPOTENCY_KEY_CHARS = 200  # the column's size
 
 
 class Client:
@@ -85,6 +86,7 @@ class Client:
         transaction that inserts the job (a quota check); what it raises, nothing is written.
         """
         if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
             earlier = self.idempotent_job(owner_key_id, idempotency_key)
             if earlier is not None:
                 return JobHandle(self, earlier, replayed=True)
@@ -151,6 +153,17 @@ class Client:
 
     def cancel(self, job_id: str) -> bool:
         return in_transaction(self._db_url, lambda session: cancel_job(session, job_id))
+
+
+def _check_idempotency_key(key: str) -> None:
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidJobSpec(
+            {"idempotency_key": f"must have at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"}
+        )
+    try:
+        check_storable(key)
+    except ValueError as exc:
+        raise InvalidJobSpec({"idempotency_key": str(exc)}) from None
 
 
 def _read_image_file(path: str | Path) -> bytes:

@@ -35,6 +35,11 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def is_job_id(text: str) -> bool:
+    """Whether ``text`` has the shape of the ids new_job_id makes."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
 def batch_key(spec: JobSpec, model: str) -> str:
     """Jobs with the same key can share a denoising batch (same model, shape and schedule)."""
     shape = [model, spec.width, spec.height, spec.steps, spec.guidance, spec.has_input_image]
@@ -91,6 +96,8 @@ def create_job(
 
 def get_job(session: Session, job_id: str, *, full: bool = False) -> Job:
     """The job with ``job_id``; raises JobNotFound. ``full`` also loads stages, images, metrics."""
+    if not is_job_id(job_id):  # not worth a query, and some text the database cannot even take
+        raise JobNotFound(f"no job with id {job_id!r}")
     query = select(Job).where(Job.id == job_id)
     if full:
         query = query.options(

@@ -9,8 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from producer.models import ApiKey
+from producer.spec import check_storable
 
 KEY_PREFIX = "ig_"
+MAX_NAME_CHARS = 100  # the column's size
 
 
 def hash_key(key: str) -> str:
@@ -19,7 +21,14 @@ def hash_key(key: str) -> str:
 
 
 def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
-    """Make a key called ``name``; returns the row and the key itself (not stored anywhere)."""
+    """Make a key called ``name``; returns the row and the key itself (not stored anywhere).
+    Raises ValueError for a name that is empty, too long or not storable text."""
+    if not name.strip() or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"name: must have 1 to {MAX_NAME_CHARS} characters")
+    try:
+        check_storable(name)
+    except ValueError as exc:
+        raise ValueError(f"name: {exc}") from None
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10])
     session.add(row)

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     api_max_in_flight: int = 100
     """Per API key: jobs queued or running at once."""
 
+    api_max_body_bytes: int = 32 * 1024 * 1024
+    """Largest request body the API reads (413 beyond it, before it is buffered); room for a
+    largest input image sent as base64."""
+
     api_wait_seconds: float = 300.0
     """How long an OpenAI- or AUTOMATIC1111-style request (one that answers with the images)
     waits for its job; past it the answer names the job, which goes on."""
@@ -161,9 +165,10 @@ class Settings(BaseSettings):
     relay_grace_seconds: float = 2.0
     """Outbox messages younger than this are left to the fast path that wrote them."""
 
-    requeue_after_seconds: float = 600.0
-    """A queued stage whose message was sent this long ago and never claimed is sent again
-    (its message was lost with a broker restart). Raise it for queues deeper than that."""
+    requeue_after_seconds: float | None = None
+    """A queued stage whose message was sent this long ago and never claimed, while its queue in
+    the broker is empty, is sent again (its message was lost with a broker restart); default:
+    the stage lease. A stage waiting behind others in a queue is never re-sent."""
 
     stall_after_seconds: float = 60.0
     """A worker idle this long while its queues hold messages restarts itself (0: never);
@@ -175,6 +180,12 @@ class Settings(BaseSettings):
 
     broker_polling_interval: float = 0.2
     """Seconds between polls for brokers that poll (the embedded SQL broker)."""
+
+    @property
+    def resolved_requeue_after_seconds(self) -> float:
+        if self.requeue_after_seconds is not None:
+            return self.requeue_after_seconds
+        return self.stage_lease_seconds
 
     @property
     def resolved_database_url(self) -> str:

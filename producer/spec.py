@@ -82,6 +82,15 @@ class JobSpec(BaseModel):
     user: str | None = Field(default=None, max_length=200)
     """The caller's own id for its end user, recorded with the job (OpenAI's ``user``)."""
 
+    @field_validator(
+        "prompt", "negative_prompt", "model", "callback_url", "user", "rank_by", mode="before"
+    )
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            check_storable(value)
+        return value
+
     @field_validator("prompt")
     @classmethod
     def _prompt_has_text(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -131,6 +140,17 @@ class JobSpec(BaseModel):
         if value is not None and ".." in value.split("/"):
             raise ValueError("must not contain '..'")
         return value
+
+
+def check_storable(text: str) -> None:
+    """Raise ValueError for text a database cannot store: NUL characters (PostgreSQL's text
+    refuses them) and lone surrogates (no UTF-8 encoding exists)."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
 
 
 def parse_size(size: str) -> tuple[int, int]:

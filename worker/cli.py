@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
-from producer.cli import app, out
+from producer.cli import app, err, out
 from producer.pipeline import ALL_QUEUES
 from producer.settings import get_settings
 from worker.process import worker_argv, worker_environment
@@ -162,7 +164,15 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OperationalError as exc:
+        # An outage, not a bug: one line that says which service, no traceback.
+        database = make_url(get_settings().resolved_database_url).render_as_string()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        message = f"[red]error:[/red] the database is unreachable ({database}): {reason}"
+        err.print(message, soft_wrap=True, highlight=False)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

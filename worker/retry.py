@@ -13,6 +13,15 @@ class FailureKind(str, enum.Enum):
     TRANSIENT = "transient"  # broker, database, I/O hiccups: retried with backoff
     OOM = "oom"  # out of accelerator memory: retried
     WORKER_LOST = "worker_lost"  # the process died mid-stage; counted as an attempt
+    PROGRAMMING = "programming"  # the code cannot run this job (a model it does not fit): failed
+    # at once with the reason, since every retry would fail the same way
+
+
+# Errors that say the code and the job do not fit, not that something went wrong for a while.
+_PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, NotImplementedError, AssertionError)
+
+# Kinds that end the job at once.
+FINAL_KINDS = frozenset({FailureKind.INVALID, FailureKind.PROGRAMMING})
 
 
 def classify(exc: BaseException) -> FailureKind:
@@ -20,6 +29,8 @@ def classify(exc: BaseException) -> FailureKind:
         return FailureKind.INVALID
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
         return FailureKind.OOM
+    if isinstance(exc, _PROGRAMMING_ERRORS):
+        return FailureKind.PROGRAMMING
     return FailureKind.TRANSIENT
 
 

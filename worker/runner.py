@@ -32,7 +32,7 @@ from worker.leases import (
     record_failure,
 )
 from worker.monitor import StageMonitor
-from worker.retry import FailureKind, backoff_seconds, classify
+from worker.retry import FINAL_KINDS, FailureKind, backoff_seconds, classify
 from worker.runtime import Runtime, get_runtime
 from worker.stages import STAGE_FUNCTIONS, StageContext, StageResult
 
@@ -273,7 +273,7 @@ def _handle_failure(
     chained: bool,
 ) -> str:
     kind = classify(exc)
-    final = kind is FailureKind.INVALID or attempt >= runtime.settings.stage_max_attempts
+    final = kind in FINAL_KINDS or attempt >= runtime.settings.stage_max_attempts
     log.warning(
         "job %s %s attempt %d failed (%s%s): %s: %s\n%s",
         job_id,

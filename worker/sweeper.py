@@ -54,7 +54,7 @@ class Sweeper:
     def run_once(self) -> SweepReport:
         report = SweepReport()
         now = utcnow()
-        stale_before = now - timedelta(seconds=self.settings.requeue_after_seconds)
+        stale_before = now - timedelta(seconds=self.settings.resolved_requeue_after_seconds)
         with session_scope(self.db) as session:
             waiting = select(OutboxMessage.id).where(
                 OutboxMessage.job_id == StageRun.job_id, OutboxMessage.stage == StageRun.stage

@@ -21,7 +21,7 @@ from producer.artifacts import ArtifactStore
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
 from producer.events import changes, notify
-from producer.jobs import job_view, list_jobs
+from producer.jobs import is_job_id, job_view, list_jobs
 from producer.models import JobStatus
 from producer.quotas import QuotaExceeded
 from producer.spec import JobSpec
@@ -99,11 +99,16 @@ async def _read_submission(request: Request) -> tuple[dict[str, Any], bytes | No
             )
         image = await upload.read() if isinstance(upload, UploadFile) else None
     else:
-        raw, image = (await request.body()).decode("utf-8", "replace"), None
+        try:
+            raw, image = (await request.body()).decode("utf-8"), None
+        except UnicodeDecodeError:
+            raise _unprocessable({"body": "not valid UTF-8"}) from None
     try:
         fields = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise _unprocessable({"body": f"not valid JSON: {exc.msg}"}) from None
+    except RecursionError:
+        raise _unprocessable({"body": "JSON nested too deeply"}) from None
     if not isinstance(fields, dict):
         raise _unprocessable({"body": "must be a JSON object"})
     return fields, image
@@ -151,6 +156,8 @@ async def submit_job(
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        if not is_job_id(job_id):
+            raise ValueError(job_id)
         return datetime.fromisoformat(created), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise HTTPException(

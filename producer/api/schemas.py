@@ -66,4 +66,5 @@ class JobList(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # ok, or unavailable
+    dependencies: dict[str, str] = {}  # name -> ok, or down: why

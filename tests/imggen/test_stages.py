@@ -186,3 +186,7 @@ def test_a_failed_read_of_a_complete_model_folder_is_worth_retrying(
     # Not "invalid input": an interrupted or flaky read is retried, a missing model is not.
     assert classify(caught.value) is FailureKind.TRANSIENT
     assert classify(ModelNotFound("model: gone")) is FailureKind.INVALID
+    # The code and the job do not fit (a UNet wanting conditioning it is not given): no retry.
+    assert classify(TypeError("argument of type 'NoneType' is not iterable")) is (
+        FailureKind.PROGRAMMING
+    )

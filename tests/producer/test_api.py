@@ -14,7 +14,7 @@ from tests.producer.api_app import ROOT, SMALL, Api
 
 
 def test_health_needs_no_key_and_everything_else_does(api: Api) -> None:
-    assert api.http.get("/healthz").json() == {"status": "ok"}
+    assert api.http.get("/healthz").json() == {"status": "ok", "dependencies": {"database": "ok"}}
     assert api.http.get("/v1/jobs").status_code == 401
     assert api.http.get("/v1/jobs", headers={"Authorization": "Bearer ig_wrong"}).status_code == 401
     assert api.http.get("/v1/jobs", headers=api.key).status_code == 200

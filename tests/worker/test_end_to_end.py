@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,30 @@ def test_a_job_naming_a_missing_model_fails_at_once_with_the_reason(deployment: 
     assert "no-such-model" in info["error"]
     with pytest.raises(JobFailed, match="failed"):
         handle.result()
+
+
+def test_a_model_the_code_cannot_run_fails_at_once_as_a_programming_error(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A UNet that wants conditioning the stages do not give (an SDXL-style one) raises a
+    TypeError: not a hiccup to retry, but a job that cannot run here."""
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path / "wants-more"
+    shutil.copytree(tiny_model_dir, folder)
+    config = dict(UNet2DConditionModel.load_config(folder / "unet"))
+    config = {k: v for k, v in config.items() if not k.startswith("_")} | {
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 80,
+    }
+    unet = UNet2DConditionModel(**config)
+    unet.save_pretrained(folder / "unet")
+    info = deployment.client.submit("a fox", **SMALL, model=str(folder)).wait(timeout=WAIT_S)
+    assert info["status"] == "failed"
+    denoise = next(s for s in info["stages"] if s["stage"] == "denoise")
+    assert (denoise["attempts"], denoise["error_kind"]) == (1, "programming")
+    assert "TypeError" in info["error"]
 
 
 def test_cancel_stops_a_running_job_and_a_queued_one_never_starts(deployment: Deployment) -> None:

@@ -79,7 +79,7 @@ def _body(model: type[Txt2ImgRequest]) -> dict[str, Any]:
 async def _json(request: Request) -> Any:
     try:
         return json.loads((await request.body()).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         detail = [{"loc": ["body"], "msg": "not valid JSON", "type": "json_invalid"}]
         raise A1111Error(422, detail) from None
 

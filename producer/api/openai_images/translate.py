@@ -123,7 +123,7 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     """A JSON object body, or OpenAIError as OpenAI answers a body it cannot parse."""
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise OpenAIError(
