@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from diffusers import (
     DDIMScheduler,
+    DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -54,6 +55,21 @@ def sampler_identity(model_scheduler: SchedulerMixin, sampler: str | None) -> st
     cls, overrides = _named(sampler)
     flags = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     return f"{cls.__name__}({flags})" if flags else cls.__name__
+
+
+# Schedulers whose step needs nothing from earlier steps but the step index: a batch of them
+# may lose rows between steps. Multistep ones (DPM++, UniPC, PNDM, LMS) keep earlier model
+# outputs per row.
+_ROW_INDEPENDENT = (
+    DDIMScheduler,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    EulerAncestralDiscreteScheduler,
+)
+
+
+def rows_are_independent(scheduler: SchedulerMixin) -> bool:
+    return type(scheduler) in _ROW_INDEPENDENT
 
 
 def _named(sampler: str) -> tuple[type[SchedulerMixin], dict[str, Any]]:

@@ -140,7 +140,18 @@ def cancel_job(session: Session, job_id: str) -> bool:
     Returns False when the job had already ended. Raises JobNotFound.
     """
     get_job(session, job_id)
-    return finish_job(session, job_id, JobStatus.CANCELED, error="canceled by request")
+    if not finish_job(session, job_id, JobStatus.CANCELED, error="canceled by request"):
+        return False
+    # Every stage not yet done ends too; a worker running one loses its lease with it, so its
+    # next step stops, and nothing retries it.
+    unfinished = [StageStatus.PENDING.value, StageStatus.QUEUED.value, StageStatus.RUNNING.value]
+    session.execute(
+        update(StageRun)
+        .where(StageRun.job_id == job_id, StageRun.status.in_(unfinished))
+        .values(status=StageStatus.CANCELED.value, lease_token=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return True
 
 
 def job_view(job: Job) -> dict[str, Any]:

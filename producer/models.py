@@ -66,6 +66,7 @@ class StageStatus(str, enum.Enum):
     RUNNING = "running"  # a worker holds its lease
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"  # its job was canceled before it finished
 
 
 class Base(DeclarativeBase):

@@ -123,6 +123,10 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
             resume_step=start,
             keep_steps=keep if start == 0 else (),
             on_step=progress,
+            # A canceled job's images leave the batch at the next step.
+            dropped=lambda group=group: [  # type: ignore[misc]
+                row for row, image in enumerate(group) if image.ctx.job_id not in alive
+            ],
         )
         for row, image in enumerate(group):
             image.latents = result.latents[row : row + 1]

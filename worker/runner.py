@@ -231,13 +231,13 @@ def _context(
 
 
 def _run(stage: str, contexts: list[StageContext]) -> dict[str, StageResult | StageAborted]:
-    if stage in BATCHED_STAGES:
-        return BATCHED_STAGES[stage](contexts)
-    (context,) = contexts
     try:
+        if stage in BATCHED_STAGES:
+            return BATCHED_STAGES[stage](contexts)
+        (context,) = contexts
         return {context.job_id: STAGE_FUNCTIONS[stage](context)}
-    except StageAborted as aborted:
-        return {context.job_id: aborted}
+    except StageAborted as aborted:  # every job of the run was canceled (or lost its lease)
+        return {context.job_id: aborted for context in contexts}
 
 
 def _record(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from imggen.components import Components
 from imggen.errors import InvalidInput
-from imggen.samplers import step_noise
+from imggen.samplers import rows_are_independent, step_noise
 from imggen.stages.encode import PromptEmbeddings
 
 ProgressCallback = Callable[[int, int], None]
@@ -122,14 +122,18 @@ def denoise_batch(
     resume_step: int = 0,
     keep_steps: Sequence[int] = (),
     on_step: ProgressCallback | None = None,
+    dropped: Callable[[], Collection[int]] | None = None,
 ) -> DenoiseResult:
     """Denoise several images, each with its own prompt and generator, as one batch.
 
     An image comes out the same whichever batch it is in (up to float rounding). With ``resume``
     (latents after ``resume_step`` steps, e.g. from the semantic cache) the first
     ``resume_step`` steps are skipped. ``keep_steps`` lists step counts after which a copy of
-    the latents is kept (to fill that cache). ``sampler``: as in ``denoise``. Raises
-    InvalidInput, or StageAborted from ``on_step``.
+    the latents is kept (to fill that cache). ``sampler``: as in ``denoise``. ``dropped``,
+    asked before each step, names items whose share of the work has ended (their job was
+    canceled): their rows leave the batch, where the sampler keeps no per-row state between
+    steps, and their latents come back as zeros. Raises InvalidInput, or StageAborted from
+    ``on_step``.
     """
     # 1. Check inputs and set up a scheduler for this run.
     seeds = [item.seed for item in items]
@@ -171,7 +175,16 @@ def denoise_batch(
     noise_kwargs = step_noise(scheduler, seeds)
     kept: dict[int, torch.Tensor] = {}
     total = resume_step + len(timesteps)
+    rows = list(range(batch))  # the item of each row still in the batch
+    can_drop = dropped is not None and rows_are_independent(scheduler)
     for i, t in enumerate(timesteps):
+        gone = set(dropped()) & set(rows) if can_drop and dropped is not None else set()
+        if gone and len(gone) < len(rows):
+            keep = [row for row, item in enumerate(rows) if item not in gone]
+            rows = [rows[row] for row in keep]
+            latents, context = latents[keep], _keep_rows(context, keep, use_guidance)
+            if "generator" in noise_kwargs:
+                noise_kwargs["generator"] = [noise_kwargs["generator"][row] for row in keep]
         model_input = torch.cat([latents] * 2) if use_guidance else latents
         model_input = scheduler.scale_model_input(model_input, t)
         predicted = parts.unet(model_input, t, encoder_hidden_states=context).sample
@@ -181,10 +194,29 @@ def denoise_batch(
         latents = scheduler.step(predicted, t, latents, **noise_kwargs).prev_sample
         done = resume_step + i + 1
         if done in keep_steps:
-            kept[done] = latents.clone()
+            kept[done] = _all_rows(latents, rows, batch).clone()
         if on_step is not None:
             on_step(done, total)
-    return DenoiseResult(latents=latents, kept=kept, unet_steps=len(timesteps))
+    return DenoiseResult(
+        latents=_all_rows(latents, rows, batch), kept=kept, unet_steps=len(timesteps)
+    )
+
+
+def _keep_rows(context: torch.Tensor, keep: list[int], guided: bool) -> torch.Tensor:
+    if not guided:
+        return context[keep]
+    uncond, cond = context.chunk(2)  # unconditional rows first, as the loop lays them out
+    return torch.cat([uncond[keep], cond[keep]])
+
+
+def _all_rows(latents: torch.Tensor, rows: list[int], batch: int) -> torch.Tensor:
+    """``latents`` of the rows still in the batch, in a tensor of every item (zeros for those
+    that left)."""
+    if len(rows) == batch:
+        return latents
+    full = latents.new_zeros((batch, *latents.shape[1:]))
+    full[rows] = latents
+    return full
 
 
 def _image_latents(parts: Components, item: DenoiseItem) -> torch.Tensor:

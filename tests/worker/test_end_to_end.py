@@ -141,11 +141,15 @@ def test_cancel_stops_a_running_job_and_a_queued_one_never_starts(deployment: De
     assert after["status"] == "canceled" and after["images"] == []
     denoise = next(s for s in after["stages"] if s["stage"] == "denoise")
     assert denoise["status"] != "succeeded"
+    # Its unfinished stages end canceled: not retried, not a failure.
+    assert (denoise["status"], denoise["attempts"], denoise["error_kind"]) == ("canceled", 1, None)
+    assert [s["status"] for s in after["stages"][2:]] == ["canceled"] * 3
     # The next job in line runs, so the worker has moved past the canceled ones.
     assert client.submit("after", **SMALL).wait(timeout=WAIT_S)["status"] == "succeeded"
     never = queued.info()
     assert never["status"] == "canceled"
     assert all(stage["attempts"] == 0 for stage in never["stages"])
+    assert {stage["status"] for stage in never["stages"]} == {"canceled"}
 
 
 class _Ready(Exception):
