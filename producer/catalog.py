@@ -43,6 +43,11 @@ def find_model(settings: Settings, name: str | None) -> ServedModel | None:
     return next((model for model in served_models(settings) if model.id == wanted), None)
 
 
+def native_size(settings: Settings, model_id: str) -> tuple[int, int] | None:
+    """(width, height) the model draws when a job names no size, where it can be read."""
+    return _describe(model_id, settings, default=False).native_size
+
+
 def _describe(model_id: str, settings: Settings, *, default: bool) -> ServedModel:
     folder = Path(settings.model_path(model_id))
     index = _read_json(folder / "model_index.json")

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from producer.artifacts import ArtifactStore, job_key
+from producer.catalog import native_size
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
 from producer.images import InputImage, validate_input_image
@@ -59,6 +60,18 @@ class Client:
             fields["prompt"] = prompt
         fields["has_input_image"] = image is not None
         spec = validate_spec(fields, self.settings.webhook_allowed_hosts)
+        if (
+            spec.keep_best is not None
+            and spec.rank_by == "clip_score"
+            and not self.settings.clip_model
+        ):
+            # Ranking by a metric nobody measures would keep every image and call it a success.
+            raise InvalidJobSpec(
+                {
+                    "rank_by": "clip_score is not measured here: no CLIP model is configured "
+                    "(IMGGEN_CLIP_MODEL); rank by another metric"
+                }
+            )
         checked = None
         if image is not None:
             checked = validate_input_image(
@@ -91,7 +104,7 @@ class Client:
             if earlier is not None:
                 return JobHandle(self, earlier, replayed=True)
         model = spec.model or self.settings.default_model
-        spec = with_native_size(spec, model)
+        spec = with_native_size(spec, model, native_size(self.settings, model))
         job_id = new_job_id()
         image_uri = None
         if image is not None:

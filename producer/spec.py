@@ -36,6 +36,9 @@ MAX_GUIDANCE = 30.0
 Scheduler = Literal["ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc"]
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
+# Measured against the input image: image-to-image only.
+REFERENCE_METRICS = frozenset({"mse", "psnr", "ssim"})
+
 RANKABLE_METRICS = frozenset(
     {
         "adherence",
@@ -105,9 +108,15 @@ class JobSpec(BaseModel):
 
     @field_validator("rank_by")
     @classmethod
-    def _known_metric(cls, value: str) -> str:
+    def _known_metric(cls, value: str, info: ValidationInfo) -> str:
         if value not in RANKABLE_METRICS:
             raise ValueError(f"must be one of {', '.join(sorted(RANKABLE_METRICS))}")
+        if (
+            value in REFERENCE_METRICS
+            and info.data.get("keep_best") is not None
+            and not info.data.get("has_input_image")
+        ):
+            raise ValueError(f"{value} is measured against an input image, and there is none")
         return value
 
     @field_validator("callback_url")
@@ -185,10 +194,13 @@ def validate_spec(data: dict[str, Any], allowed_callback_hosts: Collection[str] 
 NATIVE_SIDES = {BUILTIN_SHAPES: 64}
 
 
-def with_native_size(spec: JobSpec, model: str) -> JobSpec:
-    """``spec`` with the model's native width and height wherever the job named none."""
-    side = NATIVE_SIDES.get(model)
+def with_native_size(spec: JobSpec, model: str, native: tuple[int, int] | None = None) -> JobSpec:
+    """``spec`` with the model's native width and height wherever the job named none: ``native``
+    (as read from the model's folder), else the size NATIVE_SIDES knows the model by."""
+    if native is None and model in NATIVE_SIDES:
+        native = (NATIVE_SIDES[model], NATIVE_SIDES[model])
     unset = {"width", "height"} - spec.model_fields_set
-    if side is None or not unset:
+    if native is None or not unset:
         return spec
-    return spec.model_copy(update=dict.fromkeys(unset, side))
+    width, height = native
+    return spec.model_copy(update={k: {"width": width, "height": height}[k] for k in unset})

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from producer.api.deps import ApiClient, ApiSettings, CurrentKey
-from producer.api.schemas import JobList, JobView
+from producer.api.schemas import FieldErrors, JobList, JobView, Refusal
 from producer.api.submission import TERMINAL_VALUES, owned_view, submit_for_key
 from producer.artifacts import ArtifactStore
 from producer.db import in_transaction
@@ -30,6 +30,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _REQUEST_FIELDS = {
     k: v for k, v in JobSpec.model_json_schema()["properties"].items() if k != "has_input_image"
 }
+# Left out, the size is the model's own (GET /v1/models), not JobSpec's fallback of 512.
+for _side in ("width", "height"):
+    _REQUEST_FIELDS[_side] = {k: v for k, v in _REQUEST_FIELDS[_side].items() if k != "default"}
+    _REQUEST_FIELDS[_side]["description"] = "Default: the model's native size."
 _JOB_REQUEST = {"type": "object", "properties": _REQUEST_FIELDS, "additionalProperties": False}
 
 SUBMIT_BODY = {
@@ -120,8 +124,8 @@ async def _read_submission(request: Request) -> tuple[dict[str, Any], bytes | No
     response_model=JobView,
     openapi_extra=SUBMIT_BODY,
     responses={
-        422: {"description": "A field is invalid; nothing was written."},
-        429: {"description": "Over quota."},
+        422: {"model": FieldErrors, "description": "A field is invalid; nothing was written."},
+        429: {"model": Refusal, "description": "Over quota; Retry-After says when to retry."},
     },
 )
 async def submit_job(
@@ -209,7 +213,7 @@ async def list_my_jobs(
     "/{job_id}",
     name="get_job",
     response_model=JobView,
-    responses={404: {"description": "No such job."}},
+    responses={404: {"model": Refusal, "description": "No such job."}},
 )
 async def get_job_route(request: Request, job_id: str, key: CurrentKey, client: ApiClient) -> Any:
     """One job: status, stage, progress, stages, images with their metrics."""
@@ -217,7 +221,9 @@ async def get_job_route(request: Request, job_id: str, key: CurrentKey, client: 
 
 
 @router.delete(
-    "/{job_id}", response_model=JobView, responses={404: {"description": "No such job."}}
+    "/{job_id}",
+    response_model=JobView,
+    responses={404: {"model": Refusal, "description": "No such job."}},
 )
 async def cancel_job(
     request: Request, job_id: str, key: CurrentKey, client: ApiClient, settings: ApiSettings
@@ -232,7 +238,10 @@ async def cancel_job(
 @router.get(
     "/{job_id}/images/{index}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"description": "No such job or image."}},
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        404: {"model": Refusal, "description": "No such job or image."},
+    },
 )
 async def get_image(job_id: str, index: int, key: CurrentKey, client: ApiClient) -> Response:
     """The PNG of image `index` of a job."""

@@ -68,3 +68,21 @@ class JobList(BaseModel):
 class Health(BaseModel):
     status: str  # ok, or unavailable
     dependencies: dict[str, str] = {}  # name -> ok, or down: why
+
+
+class FieldError(BaseModel):
+    loc: list[str]  # ["body", field], ["query", parameter]
+    msg: str
+    type: str
+
+
+class FieldErrors(BaseModel):
+    """422: each invalid field, named; nothing was written."""
+
+    detail: list[FieldError]
+
+
+class Refusal(BaseModel):
+    """A refusal with its reason (404, 429, 503)."""
+
+    detail: str
