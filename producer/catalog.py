@@ -26,21 +26,33 @@ class ServedModel:
 
 
 def served_models(settings: Settings) -> list[ServedModel]:
-    """The default model first, then the folders under ``models_dir`` by name."""
+    """The default model first, then the folders under ``models_dir`` and the configured
+    ``model_names``, by name."""
     default = settings.default_model
-    models = [_describe(default, settings, default=True)]
+    names = set(settings.model_names)
     root = settings.resolved_models_dir
     if root.is_dir():
-        for folder in sorted(root.iterdir()):
-            if folder.name != default and (folder / "model_index.json").is_file():
-                models.append(_describe(folder.name, settings, default=False))
-    return models
+        names |= {f.name for f in root.iterdir() if (f / "model_index.json").is_file()}
+    names.discard(default)
+    return [_describe(default, settings, default=True)] + [
+        _describe(name, settings, default=False) for name in sorted(names)
+    ]
 
 
 def find_model(settings: Settings, name: str | None) -> ServedModel | None:
-    """The served model a request names (None: the default), or None if there is no such model."""
+    """The served model a request names (None: the default), or None if there is no such model.
+
+    Only the default model may be a path; any other model is a name, so a request can neither
+    make workers load an arbitrary folder nor learn which paths exist."""
     wanted = name or settings.default_model
-    return next((model for model in served_models(settings) if model.id == wanted), None)
+    if wanted == settings.default_model:
+        return _describe(wanted, settings, default=True)
+    if "/" in wanted or wanted.startswith(".") or "\\" in wanted:
+        return None
+    folder = settings.resolved_models_dir / wanted
+    if wanted in settings.model_names or (folder / "model_index.json").is_file():
+        return _describe(wanted, settings, default=False)
+    return None
 
 
 def native_size(settings: Settings, model_id: str) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from producer.artifacts import ArtifactStore, job_key
-from producer.catalog import native_size
+from producer.catalog import find_model, native_size
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
 from producer.images import InputImage, validate_input_image
@@ -60,18 +60,7 @@ class Client:
             fields["prompt"] = prompt
         fields["has_input_image"] = image is not None
         spec = validate_spec(fields, self.settings.webhook_allowed_hosts)
-        if (
-            spec.keep_best is not None
-            and spec.rank_by == "clip_score"
-            and not self.settings.clip_model
-        ):
-            # Ranking by a metric nobody measures would keep every image and call it a success.
-            raise InvalidJobSpec(
-                {
-                    "rank_by": "clip_score is not measured here: no CLIP model is configured "
-                    "(IMGGEN_CLIP_MODEL); rank by another metric"
-                }
-            )
+        self._check_served(spec)
         checked = None
         if image is not None:
             checked = validate_input_image(
@@ -148,6 +137,24 @@ class Client:
         except Exception:  # noqa: BLE001 - a broker or database hiccup after the commit
             log.warning("job %s recorded; its message waits in the outbox", job_id, exc_info=True)
         return JobHandle(self, job_id)
+
+    def _check_served(self, spec: JobSpec) -> None:
+        """What JobSpec cannot judge alone: the model is one this deployment serves, and a
+        best-of-N ranks by a metric something here measures (else it would keep every image
+        and call that a success)."""
+        if spec.model is not None and find_model(self.settings, spec.model) is None:
+            raise InvalidJobSpec({"model": "not a model served here (GET /v1/models lists them)"})
+        if (
+            spec.keep_best is not None
+            and spec.rank_by == "clip_score"
+            and not self.settings.clip_model
+        ):
+            raise InvalidJobSpec(
+                {
+                    "rank_by": "clip_score is not measured here: no CLIP model is configured "
+                    "(IMGGEN_CLIP_MODEL); rank by another metric"
+                }
+            )
 
     def idempotent_job(self, owner_key_id: int | None, key: str) -> str | None:
         query = select(Job.id).where(Job.owner_key_id == owner_key_id, Job.idempotency_key == key)

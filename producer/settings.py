@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     """Where model ids without a path are looked up; default ``{home}/models``."""
 
+    model_names: list[str] = []
+    """Models the workers serve by name, for API hosts that cannot see the models folder. A job
+    may name the default model, a folder under models_dir, or one of these; nothing else."""
+
     expand_model: str | None = None
     """Causal language model folder for the expand stage; unset: prompts pass through."""
 

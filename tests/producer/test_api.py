@@ -49,6 +49,9 @@ def test_a_key_sees_only_its_own_jobs(api: Api) -> None:
         ({"n": 99}, "n"),
         ({"colour": "red"}, "colour"),
         ({"callback_url": "ftp://x"}, "callback_url"),
+        # Models are the deployment's: no path on the workers' disks, no unknown name.
+        ({"model": "/etc/ssl"}, "model"),
+        ({"model": "sdxl-base"}, "model"),
         # Best of N by a metric nothing here measures would keep every image, as a success.
         ({"n": 2, "keep_best": 1}, "rank_by"),  # clip_score, and no CLIP model is configured
         ({"n": 2, "keep_best": 1, "rank_by": "ssim"}, "rank_by"),  # no input image to compare

@@ -88,25 +88,37 @@ def test_a_bad_spec_writes_nothing_and_sends_nothing(deployment: Deployment) -> 
     assert deployment.queued_messages() == 0
 
 
-def test_a_job_naming_a_missing_model_fails_at_once_with_the_reason(deployment: Deployment) -> None:
-    handle = deployment.client.submit("a fox", **SMALL, model="no-such-model")
+def test_a_job_naming_a_model_not_served_is_refused_at_submit(deployment: Deployment) -> None:
+    for model in ("no-such-model", "/etc", str(deployment.settings.resolved_models_dir)):
+        with pytest.raises(InvalidJobSpec) as refused:
+            deployment.client.submit("a fox", **SMALL, model=model)
+        assert list(refused.value.errors) == ["model"] and model not in str(refused.value)
+
+
+def test_a_model_folder_that_breaks_after_submit_fails_at_once_with_the_reason(
+    deployment: Deployment, tiny_model_dir: Path
+) -> None:
+    folder = deployment.settings.resolved_models_dir / "goes-missing"
+    shutil.copytree(tiny_model_dir, folder)
+    handle = deployment.client.submit("a fox", **SMALL, model="goes-missing")
+    shutil.rmtree(folder / "unet")
     info = handle.wait(timeout=WAIT_S)
     assert info["status"] == "failed"
     encode = next(s for s in info["stages"] if s["stage"] == "encode")
     assert (encode["status"], encode["attempts"], encode["error_kind"]) == ("failed", 1, "invalid")
-    assert "no-such-model" in info["error"]
+    assert "unet" in info["error"]
     with pytest.raises(JobFailed, match="failed"):
         handle.result()
 
 
 def test_a_model_the_code_cannot_run_fails_at_once_as_a_programming_error(
-    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path
+    deployment: Deployment, tiny_model_dir: Path
 ) -> None:
     """A UNet that wants conditioning the stages do not give (an SDXL-style one) raises a
     TypeError: not a hiccup to retry, but a job that cannot run here."""
     from diffusers import UNet2DConditionModel
 
-    folder = tmp_path / "wants-more"
+    folder = deployment.settings.resolved_models_dir / "wants-more"
     shutil.copytree(tiny_model_dir, folder)
     config = dict(UNet2DConditionModel.load_config(folder / "unet"))
     config = {k: v for k, v in config.items() if not k.startswith("_")} | {
@@ -116,7 +128,7 @@ def test_a_model_the_code_cannot_run_fails_at_once_as_a_programming_error(
     }
     unet = UNet2DConditionModel(**config)
     unet.save_pretrained(folder / "unet")
-    info = deployment.client.submit("a fox", **SMALL, model=str(folder)).wait(timeout=WAIT_S)
+    info = deployment.client.submit("a fox", **SMALL, model="wants-more").wait(timeout=WAIT_S)
     assert info["status"] == "failed"
     denoise = next(s for s in info["stages"] if s["stage"] == "denoise")
     assert (denoise["attempts"], denoise["error_kind"]) == (1, "programming")
