@@ -84,6 +84,11 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings, to tell keys apart
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # Signs this key's webhooks (HMAC needs the secret itself, so it is kept, unlike the key).
+    # After a rotation the previous one also signs, for a grace period, so receivers can switch.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    webhook_secret_rotated_at: Mapped[datetime | None]
 
 
 class Job(Base):

@@ -77,11 +77,15 @@ class Settings(BaseSettings):
     """Redis for API quotas and job events; default the broker when that is Redis."""
 
     webhook_secret: str | None = None
-    """Key that signs webhook bodies (HMAC-SHA256); webhooks are not sent without one."""
+    """Signs the webhooks of jobs whose API key has no secret of its own (HMAC-SHA256); without
+    either, a webhook is not sent."""
 
     webhook_allowed_hosts: list[str] = []
     """Hosts that callback URLs may name although they are internal (a receiver inside the
     deployment); every other internal address is refused, at submit and at send time."""
+
+    webhook_secret_grace_seconds: float = 86400.0
+    """After a key rotates its webhook secret, the previous one also signs for this long."""
 
     webhook_concurrency: int = 8
     """Webhooks each worker sends at once (threads of their own, apart from the sweeper)."""

@@ -15,16 +15,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from producer.db import in_transaction
-from producer.models import WebhookDelivery, utcnow
+from producer.keys import webhook_secrets
+from producer.models import ApiKey, Job, WebhookDelivery, utcnow
 from producer.settings import Settings
 from producer.webhooks import post_delivery, record_outcome
 
@@ -42,8 +44,10 @@ class WebhookSender:
         concurrency: int = 8,
         per_host: int = 2,
         timeout_s: float = 10.0,
+        secret_grace_s: float = 86400.0,
     ) -> None:
         self.db, self.secret, self.max_attempts = database_url, secret, max_attempts
+        self.secret_grace_s = secret_grace_s
         self.allowed_hosts = tuple(allowed_hosts)
         self.concurrency, self.per_host, self.timeout_s = concurrency, per_host, timeout_s
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="imggen-webhook")
@@ -61,6 +65,7 @@ class WebhookSender:
             concurrency=settings.webhook_concurrency,
             per_host=settings.webhook_per_host,
             timeout_s=settings.webhook_timeout_seconds,
+            secret_grace_s=settings.webhook_secret_grace_seconds,
         )
 
     def pump(self) -> int:
@@ -68,22 +73,22 @@ class WebhookSender:
         return len(self._start_due())
 
     def _start_due(self) -> list[Future[bool]]:
-        if self.secret is None:
-            return []
         with self._lock:
             free = self.concurrency - sum(self._in_flight.values())
         if free <= 0:
             return []
         now = utcnow()
-        due = in_transaction(
-            self.db,
-            lambda session: session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.url)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                .order_by(WebhookDelivery.id)
-                .limit(200)
-            ).all(),
+        query = (
+            select(WebhookDelivery.id, WebhookDelivery.url)
+            .join(Job, Job.id == WebhookDelivery.job_id)
+            .outerjoin(ApiKey, ApiKey.id == Job.owner_key_id)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.id)
+            .limit(200)
         )
+        if self.secret is None:  # only what a key's own secret can sign
+            query = query.where(ApiKey.webhook_secret.is_not(None))
+        due = in_transaction(self.db, lambda session: session.execute(query).all())
         started: list[Future[bool]] = []
         for delivery_id, url in due:
             if len(started) == free:
@@ -118,18 +123,8 @@ class WebhookSender:
 
     def _send(self, delivery_id: int, host: str) -> bool:
         try:
-            row = in_transaction(
-                self.db,
-                lambda session: session.execute(
-                    select(
-                        WebhookDelivery.url, WebhookDelivery.event, WebhookDelivery.payload
-                    ).where(WebhookDelivery.id == delivery_id)
-                ).one(),
-            )
-            assert self.secret is not None
-            outcome = post_delivery(
-                self._http, row.url, row.event, row.payload, self.secret, self.allowed_hosts
-            )
+            url, event, payload, signing = in_transaction(self.db, self._read(delivery_id))
+            outcome = post_delivery(self._http, url, event, payload, signing, self.allowed_hosts)
             return in_transaction(
                 self.db,
                 lambda session: record_outcome(
@@ -142,6 +137,17 @@ class WebhookSender:
         finally:
             with self._lock:
                 self._in_flight[host] -= 1
+
+    def _read(self, delivery_id: int) -> Callable[[Session], tuple[str, str, str, list[str]]]:
+        def read(session: Session) -> tuple[str, str, str, list[str]]:
+            delivery = session.get(WebhookDelivery, delivery_id)
+            assert delivery is not None
+            job = session.get(Job, delivery.job_id)
+            key = session.get(ApiKey, job.owner_key_id) if job and job.owner_key_id else None
+            signing = webhook_secrets(key, self.secret, self.secret_grace_s)
+            return delivery.url, delivery.event, delivery.payload, signing
+
+        return read
 
     def deliver_once(self, timeout_s: float | None = None) -> int:
         """One pass, waiting for its sends: how many deliveries were accepted (``--once``)."""

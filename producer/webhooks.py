@@ -20,7 +20,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -42,11 +42,16 @@ class WebhookSignatureError(ImggenError):
     """A webhook's signature is missing, malformed, wrong, or too old."""
 
 
-def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
-    """The signature header value for ``body``."""
+def sign(body: bytes, secret: str | Sequence[str], timestamp: int | None = None) -> str:
+    """The signature header value for ``body``: one ``v1`` per secret (during a rotation, the
+    new secret's and the previous one's)."""
     timestamp = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+    signed = f"{timestamp}.".encode() + body
+    digests = [
+        hmac.new(key.encode(), signed, hashlib.sha256).hexdigest()
+        for key in ([secret] if isinstance(secret, str) else secret)
+    ]
+    return ",".join([f"t={timestamp}", *(f"v1={digest}" for digest in digests)])
 
 
 def verify_signature(
@@ -56,14 +61,17 @@ def verify_signature(
     if not header:
         raise WebhookSignatureError(f"missing {SIGNATURE_HEADER} header")
     try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp, received = int(parts["t"]), parts["v1"]
-    except (KeyError, ValueError):
+        pairs = [item.split("=", 1) for item in header.split(",")]
+        timestamp = int(next(value for name, value in pairs if name == "t"))
+        received = [value for name, value in pairs if name == "v1"]
+    except (StopIteration, ValueError):
         raise WebhookSignatureError(f"malformed {SIGNATURE_HEADER} header") from None
+    if not received:
+        raise WebhookSignatureError(f"malformed {SIGNATURE_HEADER} header")
     if abs(time.time() - timestamp) > tolerance_s:
         raise WebhookSignatureError("timestamp outside the tolerance (a replay?)")
     expected = sign(body, secret, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, received):
+    if not any(hmac.compare_digest(expected, value) for value in received):
         raise WebhookSignatureError("signature does not match")
 
 
@@ -102,7 +110,7 @@ def post_delivery(
     url: str,
     event: str,
     payload: str,
-    secret: str,
+    secret: str | Sequence[str],
     allowed_hosts: Collection[str] = (),
 ) -> Outcome:
     """POST one signed delivery to the address its host resolves to now, checked as at submit

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from producer.api import image_links, jobs
+from producer.api import image_links, jobs, webhook_secret
 from producer.api.a1111 import routes as a1111
 from producer.api.a1111.translate import A1111Error
 from producer.api.guards import RETRY_AFTER_S, BodySizeLimit, database_unavailable
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(openai_images.router)
     app.include_router(image_links.router)
+    app.include_router(webhook_secret.router)
     app.include_router(a1111.router)
     app.add_exception_handler(OpenAIError, openai_images.error_response)
     app.add_exception_handler(A1111Error, a1111.error_response)
