@@ -1,6 +1,9 @@
-"""The chaos scenarios at full size, one table: jobs, faults, lost, duplicates, drain time.
+"""The chaos scenarios at full size, one table: jobs, faults, lost, duplicates, drain time, and
+how long the cluster took to recover from its faults (the slowest, per scenario).
 
-    python -m bench.chaos [--scale 1.0] [--only kill_pool,redis]
+    python -m bench.chaos [--scale 1.0] [--only kill_pool,redis] [--hog]
+
+``--hog`` runs every scenario with the CPU saturated (one busy-loop process per core).
 
 Needs redis-server on PATH and PostgreSQL (IMGGEN_TEST_POSTGRES_URL, default
 postgresql+psycopg://postgres@127.0.0.1:5432/postgres). The CI suite (tests/chaos) runs the
@@ -14,11 +17,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from imggen.tiny import make_tiny
 from tests.chaos import scenarios
 from tests.chaos.harness import Cluster, Outcome
+from tests.chaos.hog import saturated_cpu
 from tests.conftest import POSTGRES_ADMIN_URL, RedisServer, postgres_database
 
 
@@ -28,6 +33,7 @@ def main() -> None:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job and fault counts")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--hog", action="store_true", help="saturate the CPU while each runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -66,7 +72,8 @@ def main() -> None:
                         root / name, model, database_url, redis_server.url, **extra.get(name, {})
                     )
                     try:
-                        outcome = runs[name](cluster, redis_server)
+                        with saturated_cpu() if args.hog else nullcontext():
+                            outcome = runs[name](cluster, redis_server)
                     finally:
                         cluster.stop()
             finally:
@@ -74,16 +81,24 @@ def main() -> None:
             rows.append((name, outcome, time.monotonic() - started))
             print(f"{name}: {outcome}", flush=True)
 
-    print(f"\nChaos scenarios, scale {args.scale}, {time.strftime('%Y-%m-%d')}\n")
+    hogged = ", CPU saturated" if args.hog else ""
+    print(f"\nChaos scenarios, scale {args.scale}{hogged}, {time.strftime('%Y-%m-%d')}\n")
     columns = ["scenario", "jobs", "faults", "succeeded", "lost", "duplicates"]
-    columns += ["attempts over cap", "outbox left", "drain s", "total s"]
+    columns += ["attempts over cap", "outbox left", "slowest recovery s", "drain s", "total s"]
     print("| " + " | ".join(columns) + " |")
     print("|---" + "|---:" * (len(columns) - 1) + "|")
     for name, o, total in rows:
         print(
             f"| {name} | {o.jobs} | {o.faults} | {o.succeeded} | {o.lost} | {o.duplicates} | "
-            f"{o.over_cap} | {o.outbox_left} | {o.drain_s} | {total:.0f} |"
+            f"{o.over_cap} | {o.outbox_left} | {_recovery(o)} | {o.drain_s} | {total:.0f} |"
         )
+
+
+def _recovery(outcome: Outcome) -> str:
+    if not outcome.recovery_s:
+        return "-"
+    slowest = outcome.slowest_recovery_s
+    return "never" if slowest is None else f"{slowest:.1f}"
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -20,7 +21,7 @@ from sqlalchemy import func, select
 from migrations import upgrade
 from producer.client import Client
 from producer.db import in_transaction
-from producer.models import TERMINAL, Image, Job, OutboxMessage, StageRun
+from producer.models import TERMINAL, Image, Job, OutboxMessage, StageRun, utcnow
 from producer.pipeline import ALL_QUEUES
 from tests.worker.deployments import make_deployment
 from worker.process import start_worker, stop_worker
@@ -42,6 +43,13 @@ class Outcome:
     drain_s: float
     faults: int = 0
     notes: list[str] = field(default_factory=list)
+    # Per fault: seconds from the fault until the cluster next finished a stage (None: never).
+    recovery_s: list[float | None] = field(default_factory=list)
+
+    @property
+    def slowest_recovery_s(self) -> float | None:
+        known = [r for r in self.recovery_s if r is not None]
+        return max(known) if known and len(known) == len(self.recovery_s) else None
 
     def assert_clean(self) -> None:
         assert (self.lost, self.duplicates, self.over_cap, self.outbox_left) == (0, 0, 0, 0), self
@@ -59,7 +67,6 @@ class Cluster:
             "stage_lease_seconds": "3",
             "sweep_interval_seconds": "0.5",
             "relay_grace_seconds": "0.5",
-            "requeue_after_seconds": "10",
             "stall_after_seconds": "8",
         }
         deployment = make_deployment(
@@ -68,6 +75,7 @@ class Cluster:
         self.settings, self.env = deployment.settings, deployment.env
         self.client = Client(self.settings)
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.fault_times: list[datetime] = []
         upgrade(database_url)
 
     def start_worker(
@@ -134,8 +142,13 @@ class Cluster:
             time.sleep(poll_s)
         return time.monotonic() - started
 
+    def fault(self) -> None:
+        """Note that a fault strikes now (for the recovery times in the outcome)."""
+        self.fault_times.append(utcnow())
+
     def check(self, job_ids: Sequence[str], drain_s: float, faults: int = 0) -> Outcome:
         db = self.settings.resolved_database_url
+        fault_times = list(self.fault_times)
 
         def read(session):  # type: ignore[no-untyped-def]
             jobs = session.scalars(select(Job).where(Job.id.in_(job_ids))).all()
@@ -152,14 +165,26 @@ class Cluster:
                 .where(StageRun.job_id.in_(job_ids), StageRun.attempts > MAX_ATTEMPTS)
             )
             outbox = session.scalar(select(func.count()).select_from(OutboxMessage))
+            next_finish = [
+                session.scalar(
+                    select(func.min(StageRun.finished_at)).where(
+                        StageRun.job_id.in_(job_ids), StageRun.finished_at > at
+                    )
+                )
+                for at in fault_times
+            ]
             return (
                 [(j.id, j.status, j.spec["n"], j.error) for j in jobs],
                 image_rows,
                 over_cap,
                 outbox,
+                [
+                    None if done is None else round((done - at).total_seconds(), 2)
+                    for at, done in zip(fault_times, next_finish, strict=True)
+                ],
             )
 
-        jobs, image_rows, over_cap, outbox = in_transaction(db, read)
+        jobs, image_rows, over_cap, outbox, recovery = in_transaction(db, read)
         duplicates, notes = 0, []
         artifacts = Path(self.settings.resolved_artifacts_url) / "jobs"
         for job_id, status, n, error in jobs:
@@ -185,4 +210,5 @@ class Cluster:
             drain_s=round(drain_s, 1),
             faults=faults,
             notes=notes[:5],
+            recovery_s=recovery,
         )

@@ -35,6 +35,7 @@ def kill_pool_processes(cluster: Cluster, jobs: int, kills: int) -> Outcome:
     rng = random.Random(0)
     while faults < kills:
         _wait_for(lambda: cluster.running_stages() > 0 and bool(cluster.pool_processes(worker)))
+        cluster.fault()
         os.kill(rng.choice(cluster.pool_processes(worker)), signal.SIGKILL)
         faults += 1
         time.sleep(1.0)
@@ -47,6 +48,7 @@ def kill_whole_worker(cluster: Cluster, jobs: int, kills: int) -> Outcome:
     ids = cluster.submit(jobs)
     for _ in range(kills):
         _wait_for(lambda: cluster.running_stages() > 0)
+        cluster.fault()
         cluster.kill_worker(worker)
         worker = cluster.start_worker(concurrency=2)
         time.sleep(2.0)
@@ -62,6 +64,7 @@ def restart_redis(cluster: Cluster, redis_server: object, jobs: int, down_s: flo
     ids += cluster.submit(jobs - jobs // 2, "while down")  # accepted: they wait in the outbox
     time.sleep(down_s)
     redis_server.start()  # type: ignore[attr-defined]
+    cluster.fault()  # recovery counts from Redis being back
     return cluster.check(ids, cluster.drain(ids, DRAIN_S), 1)
 
 
@@ -77,6 +80,7 @@ def terminate_database_connections(
     try:
         for _ in range(rounds):
             _wait_for(lambda: cluster.running_stages() > 0)
+            cluster.fault()
             with admin.connect() as connection:
                 killed += len(
                     connection.execute(
@@ -129,6 +133,7 @@ def warm_shutdown_mid_stage(cluster: Cluster) -> Outcome:
         return info["stage"] == "denoise" and (info["progress"]["step"] or 0) >= 2
 
     _wait_for(denoising)
+    cluster.fault()
     first.send_signal(signal.SIGTERM)
     cluster.start_worker(concurrency=1)
     first.wait(60)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.chaos import scenarios
 from tests.chaos.harness import Cluster
+from tests.chaos.hog import saturated_cpu
 from tests.conftest import POSTGRES_ADMIN_URL, RedisServer, postgres_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -134,3 +135,16 @@ def test_a_worker_that_stops_consuming_restarts_itself(cluster_factory) -> None:
     stalled = cluster.submit(2, "while stalled")
     outcome = cluster.check(stalled, cluster.drain(stalled, 120))
     outcome.assert_clean()
+
+
+def test_a_killed_worker_and_a_redis_restart_with_the_cpu_saturated(
+    cluster_factory, redis_server: RedisServer
+) -> None:  # type: ignore[no-untyped-def]
+    """A busy-loop per core beside the workers: nothing is lost, and each fault is recovered
+    from (a stage finishes after it)."""
+    with saturated_cpu():
+        killed = scenarios.kill_whole_worker(cluster_factory(), jobs=8, kills=1)
+        restarted = scenarios.restart_redis(cluster_factory(), redis_server, jobs=8, down_s=2)
+    for outcome in (killed, restarted):
+        outcome.assert_clean()
+        assert outcome.recovery_s and outcome.slowest_recovery_s is not None, outcome
