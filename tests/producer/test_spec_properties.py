@@ -25,6 +25,9 @@ values = st.one_of(
     st.integers(min_value=-(2**40), max_value=2**40),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
+    # Any code point, NULs and lone surrogates included: text a database cannot store.
+    st.text(st.characters(blacklist_categories=()), max_size=30),
+    st.sampled_from(["a \x00 fox", "a \ud800 fox", "\x00"]),
     st.text(min_size=990, max_size=1010),
     st.lists(st.integers(), max_size=3),
     st.sampled_from([64, 512, 63, 0, 1, 8, 150, 151, "64", "x"]),
@@ -48,7 +51,7 @@ def _check(data: dict[str, Any]) -> JobSpec | None:
     return spec
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=6000, deadline=None)
 @given(specs)
 def test_random_specs_are_accepted_within_limits_or_rejected_by_name(data: dict[str, Any]) -> None:
     _check(data)
@@ -78,7 +81,7 @@ def _counts(client: Client) -> tuple[int, int]:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(specs)
 def test_rejected_submissions_write_and_send_nothing(client: Client, data: dict[str, Any]) -> None:
