@@ -25,6 +25,7 @@ from producer.jobs import is_job_id, job_view, list_jobs
 from producer.models import JobStatus
 from producer.quotas import QuotaExceeded
 from producer.spec import JobSpec
+from producer.views import public_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _REQUEST_FIELDS = {
@@ -73,6 +74,7 @@ def _unprocessable(errors: dict[str, str]) -> HTTPException:
 
 
 def _view(request: Request, job: dict[str, Any]) -> dict[str, Any]:
+    job = public_view(job)
     base = str(request.url_for("get_job", job_id=job["id"]))
     for image in job["images"]:
         image["url"] = f"{base}/images/{image['index']}"

@@ -4,16 +4,19 @@ a 503 naming what is wrong, never a 500, and nothing written."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from producer.client import Client
 from producer.db import session_scope
 from producer.errors import InvalidJobSpec
 from producer.keys import create_key
+from producer.views import public_view
 from tests.conftest import free_port
 from tests.producer.api_app import SMALL, Api
 
@@ -115,3 +118,28 @@ def test_with_the_database_down_the_api_answers_503_and_healthz_names_it(
     down = api.http.get("/healthz")
     assert down.status_code == 503 and down.json()["status"] == "unavailable"
     assert down.json()["dependencies"]["database"].startswith("down: OperationalError")
+
+
+def test_api_answers_name_files_by_store_key_and_hide_server_folders(api: Api) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(png, format="PNG")
+    response = api.http.post(
+        "/v1/jobs",
+        data={"spec": json.dumps({"width": 64, "height": 64})},
+        files={"image": ("in.png", png.getvalue(), "image/png")},
+        headers=api.key,
+    )
+    job = response.json()
+    assert job["input_image"] == f"jobs/{job['id']}/input.png"
+    assert str(api.settings.home) not in response.text
+    failed = public_view(
+        job
+        | {
+            "error": "encode: model: no diffusers model folder (model_index.json) at /srv/m/sd15",
+            "stages": [{**job["stages"][0], "error": "OSError: '/var/lib/a/jobs/x/y.png'"}],
+        }
+    )
+    assert (
+        failed["error"] == "encode: model: no diffusers model folder (model_index.json) at …/sd15"
+    )
+    assert failed["stages"][0]["error"] == "OSError: '…/y.png'"

@@ -98,7 +98,10 @@ def test_post_follow_events_download_and_receive_the_signed_webhook(
     final = events[-1][1]
     image = httpx.get(final["images"][1]["url"], headers=auth)
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
-    assert image.content == Path(final["images"][1]["uri"]).read_bytes()
+    # Named by its key in the store: no server folder shows (nor in the webhook below).
+    assert final["images"][1]["uri"] == f"jobs/{job['id']}/image-1.png"
+    artifacts = Path(dep.settings.resolved_artifacts_url)
+    assert image.content == (artifacts / final["images"][1]["uri"]).read_bytes()
 
     # 4. The webhook arrives, signed, after two refused attempts, each one logged.
     deadline = time.monotonic() + 60
@@ -109,6 +112,7 @@ def test_post_follow_events_download_and_receive_the_signed_webhook(
     verify_signature(payload, headers.get(SIGNATURE_HEADER), SECRET)
     assert headers.get(EVENT_HEADER) == "job.finished"
     assert json.loads(payload)["job"]["status"] == "succeeded"
+    assert str(artifacts) not in payload.decode()
     delivery = in_transaction(
         dep.settings.resolved_database_url,
         lambda s: s.scalars(

@@ -57,7 +57,8 @@ def test_the_openai_client_generates_edits_and_lists_models(
     assert [(_png(base64.b64decode(d.b64_json)).size) for d in made.data] == [(64, 64)] * 2
     job = _native(base, key, made.job_id)  # type: ignore[attr-defined]
     assert job["status"] == "succeeded" and job["spec"]["user"] == "end-user-1"
-    stored = [Path(image["uri"]).read_bytes() for image in job["images"]]
+    artifacts = Path(dep.settings.resolved_artifacts_url)
+    stored = [(artifacts / image["uri"]).read_bytes() for image in job["images"]]
     assert [base64.b64decode(d.b64_json) for d in made.data] == stored
     assert made.data[0].metrics == job["images"][0]["metrics"]  # type: ignore[attr-defined]
 

@@ -77,7 +77,8 @@ def test_a_generated_client_submits_follows_and_downloads(
         job = get_job.sync(job_id=job.id, client=client)
     assert job.status == "succeeded" and len(job.images) == 2
     png = get_image.sync_detailed(job_id=job.id, index=1, client=client)
-    assert png.status_code == 200 and png.content == Path(job.images[1].uri).read_bytes()
+    stored = Path(dep.settings.resolved_artifacts_url) / job.images[1].uri
+    assert png.status_code == 200 and png.content == stored.read_bytes()
 
     # A refusal parses as the schema says: named fields (422), a reason (404).
     refused = submit.sync(client=client, body=models.SubmitJobV1JobsPostJsonBody(steps=0))
