@@ -4,9 +4,7 @@ again at send time against the address the name resolves to then."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from producer.models import WebhookDelivery
 from producer.spec import JobSpec, validate_spec
 from producer.webhook_sender import WebhookSender
 from tests.producer.api_app import SMALL, Api
+from tests.webhook_receiver import WebhookReceiver
 
 INTERNAL = [
     "http://127.0.0.1/hook",
@@ -113,40 +112,21 @@ def test_send_time_resolves_checks_and_connects_to_the_checked_address(rebinding
     assert target.url == "http://127.0.0.1:8080/x?y=1"
 
 
-class _Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        self.hits: list[dict[str, str]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.hits.append(dict(self.headers))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
 @pytest.fixture()
-def receiver() -> Iterator[_Receiver]:
-    server = _Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
     yield server
     server.shutdown()
 
 
 def test_a_callback_that_resolves_internal_is_never_sent_and_fails_at_once(
-    tmp_path: Path, receiver: _Receiver, rebinding: str
+    tmp_path: Path, receiver: WebhookReceiver, rebinding: str
 ) -> None:
     """A delivery whose host resolves to an internal address when it is sent reaches nothing;
     an allowed host is delivered to, with its own Host header."""
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(db)
-    port = receiver.server_address[1]
+    port = receiver.port
     urls = {"refused": f"http://{rebinding}:{port}/hook", "allowed": f"http://127.0.0.1:{port}/ok"}
     with session_scope(db) as session:
         for name, url in urls.items():
@@ -155,7 +135,7 @@ def test_a_callback_that_resolves_internal_is_never_sent_and_fails_at_once(
     sender = WebhookSender(db, "secret", max_attempts=5, allowed_hosts=["127.0.0.1"])
     assert sender.deliver_once(timeout_s=30) == 1
     sender.close()
-    assert [hit["Host"] for hit in receiver.hits] == [f"127.0.0.1:{port}"]
+    assert [headers["Host"] for headers, _ in receiver.received] == [f"127.0.0.1:{port}"]
     with session_scope(db) as session:
         rows = {row.job_id: row for row in session.scalars(select(WebhookDelivery))}
         refused = rows["refused"]

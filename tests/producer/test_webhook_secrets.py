@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -21,36 +18,14 @@ from producer.spec import validate_spec
 from producer.webhook_sender import WebhookSender
 from producer.webhooks import SIGNATURE_HEADER, WebhookSignatureError, verify_signature
 from tests.producer.api_app import SMALL, Api
+from tests.webhook_receiver import WebhookReceiver
 
 DEPLOYMENT_SECRET = "deployment-secret"
 
 
-class Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        self.received: list[tuple[str, bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((self.headers[SIGNATURE_HEADER], body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
 @pytest.fixture()
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
     yield server
     server.shutdown()
 
@@ -80,11 +55,12 @@ def _deliver(api: Api, key_id: int, url: str, deployment_secret: str | None) -> 
     sender = WebhookSender(db, deployment_secret, max_attempts=3, allowed_hosts=["127.0.0.1"])
     assert sender.deliver_once(timeout_s=30) == 1
     sender.close()
-    return api.received[-1]  # type: ignore[attr-defined, no-any-return]
+    headers, body = api.received[-1]  # type: ignore[attr-defined]
+    return headers[SIGNATURE_HEADER], body
 
 
 def test_a_key_rotates_its_own_secret_and_both_sign_during_the_grace_period(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     api = Api(tmp_path)
     api.received = receiver.received  # type: ignore[attr-defined]

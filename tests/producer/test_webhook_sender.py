@@ -19,7 +19,7 @@ from producer.models import WebhookDelivery
 from producer.spec import validate_spec
 from producer.webhook_sender import WebhookSender
 from tests.producer.api_app import SMALL
-from tests.producer.test_callbacks import _Receiver
+from tests.webhook_receiver import WebhookReceiver
 
 
 class Silent:
@@ -73,10 +73,8 @@ def silent() -> Iterator[Silent]:
 def test_a_silent_receiver_holds_up_only_its_own_deliveries(tmp_path: Path, silent: Silent) -> None:
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(db)
-    healthy = _Receiver()
-    urls = [f"http://127.0.0.1:{silent.port}/never"] * 8 + [
-        f"http://localhost:{healthy.server_address[1]}/ok"
-    ]
+    healthy = WebhookReceiver()
+    urls = [f"http://127.0.0.1:{silent.port}/never"] * 8 + [f"http://localhost:{healthy.port}/ok"]
     with session_scope(db) as session:
         spec = validate_spec(SMALL)
         for i, url in enumerate(urls):
@@ -99,9 +97,9 @@ def test_a_silent_receiver_holds_up_only_its_own_deliveries(tmp_path: Path, sile
     runner.start()
     try:
         # The healthy receiver is served at once although 8 deliveries to the silent one came first.
-        while not healthy.hits and time.monotonic() - started < 2.5:
+        while not healthy.received and time.monotonic() - started < 2.5:
             time.sleep(0.02)
-        assert healthy.hits, "a silent receiver held up another host's delivery"
+        assert healthy.received, "a silent receiver held up another host's delivery"
         assert time.monotonic() - started < 2.5  # before the silent host's first time-out
         time.sleep(0.5)
         assert silent.most_at_once == 2  # the per-host limit, not the pool's 4
@@ -119,8 +117,8 @@ def test_a_silent_receiver_holds_up_only_its_own_deliveries(tmp_path: Path, sile
 def test_two_senders_never_send_the_same_attempt(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(db)
-    receiver = _Receiver()
-    url = f"http://127.0.0.1:{receiver.server_address[1]}/ok"
+    receiver = WebhookReceiver()
+    url = receiver.url
     with session_scope(db) as session:
         for i in range(20):
             create_job(session, validate_spec(SMALL), "shapes", job_id=f"job-{i}")
@@ -143,4 +141,4 @@ def test_two_senders_never_send_the_same_attempt(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(60)
     receiver.shutdown()
-    assert sum(results) == 20 and len(receiver.hits) == 20
+    assert sum(results) == 20 and len(receiver.received) == 20

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,39 +16,11 @@ from producer.db import in_transaction, session_scope
 from producer.keys import create_key
 from producer.models import WebhookDelivery
 from producer.webhooks import EVENT_HEADER, SIGNATURE_HEADER, verify_signature
+from tests.webhook_receiver import WebhookReceiver as Receiver
 from tests.worker.conftest import WEBHOOK_SECRET as SECRET
 from tests.worker.deployments import Deployment
 
 pytestmark = pytest.mark.slow
-
-
-class Receiver(ThreadingHTTPServer):
-    """A webhook receiver that answers 503 to the first ``failures`` POSTs, then 204."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures, self.received, self.refused = failures, [], 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.refused < receiver.failures:
-                    receiver.refused += 1
-                    self.send_response(503)
-                else:
-                    receiver.received.append((dict(self.headers), body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/imggen"
 
 
 def test_post_follow_events_download_and_receive_the_signed_webhook(
