@@ -35,8 +35,8 @@ def _start_background_threads(sender: Any = None, **_: Any) -> None:
         from worker.sweeper import Sweeper
 
         _threads.append(_start(Sweeper(settings, app).run_forever, "imggen-sweeper"))
-        sender = WebhookSender.from_settings(settings)
-        _threads.append(_start(sender.run_forever, "imggen-webhooks"))
+        webhooks = WebhookSender.from_settings(settings)
+        _threads.append(_start(webhooks.run_forever, "imggen-webhooks"))
     if settings.stall_after_seconds > 0 and sender is not None:
         from worker.watchdog import ConsumerWatchdog
 
