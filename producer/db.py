@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,27 @@ def dispose_engines_after_fork() -> None:
     """In a forked child: drop the parent's pooled connections without closing them.
 
     Two processes must never share a connection's socket; the parent keeps using its own.
+    Runs in every forked child at once (os.register_at_fork), before any of its code can reach
+    the database; the check on checkout below catches a connection that slips through anyway.
     """
     for engine in _engines.values():
         engine.dispose(close=False)
 
 
 _engines: dict[str, Engine] = {}
+os.register_at_fork(after_in_child=dispose_engines_after_fork)
+
+
+def _remember_process(_dbapi_connection: Any, record: Any) -> None:
+    record.info["pid"] = os.getpid()
+
+
+def _refuse_other_process(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # SQLAlchemy's recipe for pools and os.fork(): a connection made by another process is
+    # dropped (never closed: its socket is the parent's), and the pool makes a fresh one.
+    if record.info.get("pid") != os.getpid():
+        record.dbapi_connection = proxy.dbapi_connection = None
+        raise DisconnectionError("connection made by another process; reconnecting")
 
 
 def get_engine(url: str) -> Engine:
@@ -53,10 +69,15 @@ def _make_engine(url: str) -> Engine:
         # No pool_pre_ping: it costs a round trip on every transaction (a stage has three).
         # A connection killed under us (restart, pg_terminate_backend) fails its statement,
         # SQLAlchemy then recycles the whole pool, and ``in_transaction`` runs the work again.
-        return create_engine(url)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _remember_process)
+        event.listen(engine, "checkout", _refuse_other_process)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
+    event.listen(engine, "connect", _remember_process)
+    event.listen(engine, "checkout", _refuse_other_process)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine

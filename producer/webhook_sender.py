@@ -154,7 +154,7 @@ class WebhookSender:
         done, _ = wait(self._start_due(), timeout=timeout_s)
         return sum(1 for future in done if future.result())
 
-    def run_forever(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+    def run_forever(self, stop: threading.Event, interval_s: float = 1.0) -> None:
         while not stop.wait(interval_s):
             try:
                 self.pump()
