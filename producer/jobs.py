@@ -28,6 +28,7 @@ from producer.models import (
 from producer.outbox import add_message
 from producer.pipeline import STAGES
 from producer.spec import JobSpec
+from producer.views import public_view
 from producer.webhooks import add_delivery
 
 
@@ -128,7 +129,7 @@ def finish_job(session: Session, job_id: str, status: JobStatus, error: str | No
 
     def view() -> dict[str, Any]:
         session.expire_all()  # the UPDATE bypassed the session: read the job afresh
-        return job_view(get_job(session, job_id, full=True))
+        return public_view(job_view(get_job(session, job_id, full=True)))
 
     add_delivery(session, job_id, spec, "job.finished", view)
     return True

@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session
 from producer.callbacks import CallbackRefused, resolve_target
 from producer.errors import ImggenError
 from producer.models import WebhookAttempt, WebhookDelivery, utcnow
-from producer.views import public_view
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Imggen-Signature"
@@ -92,8 +91,7 @@ def add_delivery(
         return
     if event != "job.finished" and (spec or {}).get("callback_events") != "all":
         return
-    job = public_view(payload())
-    body = json.dumps({"event": event, "job": job}, sort_keys=True, separators=(",", ":"))
+    body = json.dumps({"event": event, "job": payload()}, sort_keys=True, separators=(",", ":"))
     session.add(WebhookDelivery(job_id=job_id, event=event, url=url, payload=body))
 
 
