@@ -19,7 +19,6 @@ from producer.api.a1111.translate import (
     A1111Error,
     Img2ImgRequest,
     Txt2ImgRequest,
-    field_errors,
     invalid,
     job_fields,
     parse_request,
@@ -33,7 +32,7 @@ from producer.api.submission import (
     wait_for_end,
 )
 from producer.artifacts import ArtifactStore
-from producer.catalog import find_model, served_models
+from producer.catalog import served_models
 from producer.client import Client
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
@@ -100,9 +99,6 @@ async def img2img(request: Request, key: Caller, client: ApiClient) -> Any:
 
 async def _run(request: Request, client: Client, key: ApiKey, parsed: Txt2ImgRequest) -> Any:
     fields, image = job_fields(parsed)
-    if "model" in fields and find_model(client.settings, fields["model"]) is None:
-        checkpoint = "override_settings.sd_model_checkpoint"
-        raise field_errors({checkpoint: "not a model served here (GET /sdapi/v1/sd-models)"})
     try:
         handle = await run_in_threadpool(submit_for_key, client, key, fields, image)
     except QuotaExceeded as exc:
