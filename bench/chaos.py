@@ -21,10 +21,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from imggen.tiny import make_tiny
-from tests.chaos import scenarios
-from tests.chaos.harness import Cluster, Outcome
-from tests.chaos.hog import saturated_cpu
-from tests.conftest import POSTGRES_ADMIN_URL, RedisServer, postgres_database
+from testbed.chaos import scenarios
+from testbed.cluster import Cluster, Outcome
+from testbed.hog import saturated_cpu
+from testbed.services import POSTGRES_ADMIN_URL, RedisServer, postgres_database
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import imggen
 from imggen.shapes import PRETRAINED, Scene, adherence, all_scenes, caption, parse_caption
 from imggen.stages.denoise import DenoiseItem, denoise_batch
 from migrations import upgrade
-from tests.worker.deployments import embedded
+from testbed.deployments import embedded
 from worker.process import start_worker, stop_worker
 
 PARTS = ("colour", "shape", "background")

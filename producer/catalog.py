@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from producer.settings import Settings
-from producer.spec import NATIVE_SIDES
+
+# What an imggen-made model folder declares of itself (imggen.shapes.WORLD_FILE writes it):
+# read here as JSON, since the producer never imports imggen.
+MARKER_FILE = "imggen_world.json"
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,23 @@ def native_size(settings: Settings, model_id: str) -> tuple[int, int] | None:
 def _describe(model_id: str, settings: Settings, *, default: bool) -> ServedModel:
     folder = Path(settings.model_path(model_id))
     index = _read_json(folder / "model_index.json")
-    side = NATIVE_SIDES.get(model_id)
-    native = (side, side) if side else _native_size(folder)
+    native = _declared_size(folder) or _native_size(folder)
     try:
         created = int(folder.stat().st_mtime)
     except OSError:
         created = 0
     family = index.get("_class_name") if index else None
     return ServedModel(model_id, family, native, created, default)
+
+
+def _declared_size(folder: Path) -> tuple[int, int] | None:
+    """The size the folder's model declares it draws (its imggen marker file says so)."""
+    marker = _read_json(folder / MARKER_FILE)
+    try:
+        width, height = marker["native_size"]  # type: ignore[index]
+        return int(width), int(height)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _native_size(folder: Path) -> tuple[int, int] | None:

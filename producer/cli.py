@@ -1,6 +1,7 @@
 """The producer half of the ``imggen`` CLI: submit, status, wait, cancel, metrics.
 
-``worker.cli`` adds the commands that need the worker side (worker, demo, models, db).
+``worker.cli`` builds the whole CLI from this app and the worker side's commands (worker,
+demo, models, db).
 """
 
 from __future__ import annotations

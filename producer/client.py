@@ -93,7 +93,7 @@ class Client:
             if earlier is not None:
                 return JobHandle(self, earlier, replayed=True)
         model = spec.model or self.settings.default_model
-        spec = with_native_size(spec, model, native_size(self.settings, model))
+        spec = with_native_size(spec, native_size(self.settings, model))
         job_id = new_job_id()
         image_uri = None
         if image is not None:

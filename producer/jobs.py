@@ -28,6 +28,7 @@ from producer.models import (
 from producer.outbox import add_message
 from producer.pipeline import STAGES
 from producer.spec import JobSpec
+from producer.stage_outputs import cache_record, read_output
 from producer.views import public_view
 from producer.webhooks import add_delivery
 
@@ -173,7 +174,11 @@ def job_view(job: Job) -> dict[str, Any]:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         # Cache hits, steps skipped and batch size of the denoise stage, once it ran.
         "cache": next(
-            ((run.output or {}).get("cache") for run in job.stage_runs if run.stage == "denoise"),
+            (
+                record.model_dump()
+                for run in job.stage_runs
+                if run.stage == "denoise" and (record := cache_record(run.output)) is not None
+            ),
             None,
         ),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -185,7 +190,7 @@ def job_view(job: Job) -> dict[str, Any]:
                 "duration_s": run.duration_s,
                 "error": run.error,
                 "error_kind": run.error_kind,
-                "notes": (run.output or {}).get("notes", []),
+                "notes": read_output(run.stage, run.output).notes if run.output else [],
             }
             for run in job.stage_runs
         ],

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from producer.backoff import backoff_seconds
 from producer.db import in_transaction, session_scope
 from producer.models import OutboxMessage, StageRun, utcnow
 from producer.queue import enqueue_stage
@@ -103,7 +104,7 @@ def publish_pending(
                 except Exception as exc:  # noqa: BLE001 - any broker failure: keep the row
                     message.publish_attempts += 1
                     message.last_error = f"{type(exc).__name__}: {exc}"
-                    delay = min(2.0**message.publish_attempts, 60.0)
+                    delay = backoff_seconds(message.publish_attempts, base=2.0, cap=60.0)
                     message.available_at = utcnow() + timedelta(seconds=delay)
                     log.warning("publish of %s %s failed: %s", message.job_id, message.stage, exc)
                     break

@@ -7,6 +7,7 @@ one machine runs imggen with nothing to install.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The model imggen ships, resolved by the workers (the producer never imports imggen).
 BUILTIN_SHAPES = "shapes"
+
+
+def _shipped_model() -> Path | None:
+    """The folder of the model imggen ships, found without importing imggen (nor torch)."""
+    found = importlib.util.find_spec("imggen")
+    if found is None or found.origin is None:
+        return None
+    return Path(found.origin).parent / "shapes" / "pretrained"
 
 
 def _default_home() -> Path:
@@ -46,23 +55,6 @@ class Settings(BaseSettings):
     model_names: list[str] = []
     """Models the workers serve by name, for API hosts that cannot see the models folder. A job
     may name the default model, a folder under models_dir, or one of these; nothing else."""
-
-    expand_model: str | None = None
-    """Causal language model folder for the expand stage; unset: prompts pass through."""
-
-    expand_max_new_tokens: int = 24
-    """Most tokens the expander may add to a prompt."""
-
-    expand_words_file: Path | None = None
-    """A file of allowed words (one a line): the expander may add only these (style words)."""
-
-    embed_model: str | None = "packaged"
-    """Sentence-embedding model folder that maps prompts onto a small model's vocabulary (the
-    shapes model's): ``packaged`` uses the one the ``language`` extra installs, ``none`` turns
-    the mapping off."""
-
-    caption_model: str | None = None
-    """Image-to-text model folder that captions input images of jobs without a prompt."""
 
     clip_model: str | None = None
     """CLIP model folder for the ``clip_score`` metric; unset: the metric is skipped."""
@@ -116,71 +108,11 @@ class Settings(BaseSettings):
     image_url_ttl_seconds: int = 3600
     """How long the image links of OpenAI-style ``url`` responses work."""
 
-    batch_max_images: int = 8
-    """Denoise compatible jobs together, up to this many images a batch (1: no batching)."""
-
-    batch_window_ms: float = 0.0
-    """When a batch is not full, wait this long once for more compatible jobs."""
-
-    exact_cache: bool = True
-    """Reuse the latents of an identical earlier image instead of denoising again."""
-
-    semantic_cache: bool = False
-    """Start from a cached intermediate latent of a similar prompt and skip steps (NIRVANA).
-    Changes results (a hit does not follow the job's seed), so it is opt-in per deployment."""
-
-    semantic_levels: list[tuple[float, float]] = [(0.98, 0.6), (0.95, 0.4), (0.9, 0.2)]
-    """(prompt similarity at least, fraction of the steps skipped), best first."""
-
-    cache_max_entries: int = 20000
-    """Cache rows kept; the least recently used are evicted beyond this."""
-
-    chain_stages: bool = True
-    """Run a job's next stage in the same process right after committing one, when this worker
-    consumes that stage's queue (never into a batched denoise, whose jobs gather in its queue):
-    no broker round trip, and the stage finds its inputs in memory. Off: every stage is a
-    message."""
-
-    handover_mb: int = 256
-    """Memory each worker process keeps of the artifacts its stages just wrote, for the next
-    stage when it runs in the same process (it then reads nothing back); 0: always read."""
-
-    device: str = "auto"
-    """Worker device for the models: ``auto`` (CUDA when present), ``cpu``, ``cuda:1``…"""
-
-    dtype: str = "auto"
-    """Worker precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16``, ``bf16``."""
-
-    torch_compile: bool = False
-    """Wrap each UNet in ``torch.compile`` (the first batches of each shape are slow)."""
-
-    stage_max_attempts: int = 5
-    """Attempts per stage before the job fails (a worker killed mid-stage counts as one)."""
-
-    stage_lease_seconds: float = 60.0
-    """How long a running stage's lease lasts without a heartbeat (sent every quarter of it).
-    A killed worker's stage is taken over by another within about this long."""
-
     stage_time_limit_seconds: float = 1800.0
     """Hard time limit per stage; the broker's visibility timeout is set above it."""
 
     broker_visibility_timeout_seconds: float | None = None
     """Redis redelivers an unacked message after this; default twice the stage time limit."""
-
-    sweep_interval_seconds: float = 2.0
-    """How often each worker's sweeper relays the outbox and looks for lost stages (0: never)."""
-
-    relay_grace_seconds: float = 2.0
-    """Outbox messages younger than this are left to the fast path that wrote them."""
-
-    requeue_after_seconds: float | None = None
-    """A queued stage whose message was sent this long ago and never claimed, while its queue in
-    the broker is empty, is sent again (its message was lost with a broker restart); default:
-    the stage lease. A stage waiting behind others in a queue is never re-sent."""
-
-    stall_after_seconds: float = 60.0
-    """A worker idle this long while its queues hold messages restarts itself (0: never);
-    works around Celery workers that stop consuming after a Redis reconnect."""
 
     worker_soft_shutdown_seconds: float = 0.0
     """On SIGTERM, how long a worker lets running stages go on before handing them back
@@ -188,12 +120,6 @@ class Settings(BaseSettings):
 
     broker_polling_interval: float = 0.2
     """Seconds between polls for brokers that poll (the embedded SQL broker)."""
-
-    @property
-    def resolved_requeue_after_seconds(self) -> float:
-        if self.requeue_after_seconds is not None:
-            return self.requeue_after_seconds
-        return self.stage_lease_seconds
 
     @property
     def resolved_database_url(self) -> str:
@@ -222,17 +148,17 @@ class Settings(BaseSettings):
         broker = self.resolved_broker_url
         return broker if broker.startswith(("redis://", "rediss://")) else None
 
-    def expand_words(self) -> list[str] | None:
-        if self.expand_words_file is None:
-            return None
-        lines = self.expand_words_file.read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()]
-
     def model_path(self, model_id: str) -> str:
-        """Where the weights of ``model_id`` live: a path as given, a bare name under models_dir."""
+        """Where the weights of ``model_id`` live: a path as given, a bare name under models_dir;
+        the bare name ``shapes`` falls back to the model imggen ships when models_dir has none."""
         if "/" in model_id or model_id.startswith("."):
             return model_id
-        return str(self.resolved_models_dir / model_id)
+        folder = self.resolved_models_dir / model_id
+        if model_id == BUILTIN_SHAPES and not (folder / "model_index.json").exists():
+            shipped = _shipped_model()
+            if shipped is not None:
+                return str(shipped)
+        return str(folder)
 
 
 @lru_cache

@@ -20,7 +20,6 @@ from pydantic import (
 
 from producer.callbacks import check_callback_url
 from producer.errors import InvalidJobSpec
-from producer.settings import BUILTIN_SHAPES
 
 MAX_PROMPT_CHARS = 1000
 MAX_SIDE = 2048
@@ -189,16 +188,9 @@ def validate_spec(data: dict[str, Any], allowed_callback_hosts: Collection[str] 
         raise InvalidJobSpec(errors) from None
 
 
-# Models whose native size is not the 512x512 default: the shapes model imggen ships draws
-# 64x64 scenes, and a job for it that names no size gets that size.
-NATIVE_SIDES = {BUILTIN_SHAPES: 64}
-
-
-def with_native_size(spec: JobSpec, model: str, native: tuple[int, int] | None = None) -> JobSpec:
-    """``spec`` with the model's native width and height wherever the job named none: ``native``
-    (as read from the model's folder), else the size NATIVE_SIDES knows the model by."""
-    if native is None and model in NATIVE_SIDES:
-        native = (NATIVE_SIDES[model], NATIVE_SIDES[model])
+def with_native_size(spec: JobSpec, native: tuple[int, int] | None) -> JobSpec:
+    """``spec`` with the model's native (width, height), as its folder declares it, wherever the
+    job named none."""
     unset = {"width", "height"} - spec.model_fields_set
     if native is None or not unset:
         return spec

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy.orm import Session
 
+from producer.backoff import backoff_seconds
 from producer.callbacks import CallbackRefused, resolve_target
 from producer.errors import ImggenError
 from producer.models import WebhookAttempt, WebhookDelivery, utcnow
@@ -161,6 +162,6 @@ def record_outcome(
         delivery.status = "failed"
         log.warning("webhook %s to %s given up: %s", delivery.id, delivery.url, outcome.error)
     else:
-        delay = min(2.0**delivery.attempts, 600.0)
+        delay = backoff_seconds(delivery.attempts, base=2.0, cap=600.0)
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
     return False

@@ -66,11 +66,11 @@ def test_bookkeeping_bench_times_claim_commit_and_publish() -> None:
 def test_the_overhead_benchs_interval_for_the_median_covers_it_95_percent_of_the_time() -> None:
     from math import comb
 
-    from bench.throughput import _median_interval
+    from bench.common import median_interval
 
     for n in (10, 20, 30, 60, 120):
         ranks = list(range(1, n + 1))  # the interval's ends, as 1-based ranks
-        low, high = (int(end) for end in _median_interval([float(r) for r in ranks]))
+        low, high = (int(end) for end in median_interval([float(r) for r in ranks]))
         # The median lies in [x_low, x_high] unless fewer than ``low`` or at least ``high``
         # observations fall below it; that count is binomial(n, 1/2).
         coverage = sum(comb(n, below) for below in range(low, high)) / 2**n

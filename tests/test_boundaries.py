@@ -26,6 +26,13 @@ def _modules_after(statement: str) -> set[str]:
         ),
         # The CLI entry point must stay usable on a producer-only install.
         ("import worker.cli", {"torch", "diffusers", "transformers", "imggen"}),
+        # The queue machinery loads the ML stack only where a stage runs: a sweeper, or a
+        # worker between stages, has no torch in memory.
+        (
+            "import worker.queue.lifecycle, worker.queue.sweeper, worker.queue.leases, "
+            "worker.tasks, worker.app",
+            {"torch", "diffusers", "transformers", "numpy"},
+        ),
         (
             "import imggen, imggen.tiny",
             {"celery", "kombu", "redis", "sqlalchemy", "fastapi", "producer", "worker"},

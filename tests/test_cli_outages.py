@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import free_port
+from testbed.services import free_port
 
 
 def test_an_unreachable_database_is_one_line_and_exit_code_3() -> None:

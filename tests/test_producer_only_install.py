@@ -1,9 +1,10 @@
 """A producer-only install (``pip install imggen``, no extras) in a venv of its own: no torch,
-and a submission reaches Redis with no worker running (kombu's Redis transport needs
-`packaging`, which nothing else pulls in)."""
+a submission reaches Redis with no worker running (kombu's Redis transport needs `packaging`,
+which nothing else pulls in), and ``imggen sweeper`` runs there."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RedisServer
+from testbed.services import RedisServer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +56,16 @@ def test_a_producer_only_install_submits_to_redis_without_a_worker(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and len(done.stdout.strip()) == 32
+
+    # The sweeper relays the outbox and bounds the caches without the ML stack.
+    env = os.environ | {"IMGGEN_HOME": str(tmp_path / "home"), "IMGGEN_BROKER_URL": broker}
+    swept = subprocess.run(
+        [str(venv / "bin" / "imggen"), "sweeper", "--once"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    assert "SweepReport" in swept.stdout and "webhooks delivered: 0" in swept.stdout

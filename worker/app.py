@@ -11,10 +11,10 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from producer.db import dispose_engines_after_fork
 from producer.queue import configure
-from producer.settings import get_settings
+from worker.settings import get_worker_settings
 
 app = Celery("imggen", include=["worker.tasks"])
-configure(app, get_settings())
+configure(app, get_worker_settings())
 
 _threads: list[tuple[threading.Thread, threading.Event]] = []
 
@@ -29,16 +29,16 @@ def _after_fork(**_: Any) -> None:
 def _start_background_threads(sender: Any = None, **_: Any) -> None:
     """Every worker relays the outbox, re-sends lost stages and sends webhooks (each on threads
     of its own), so no extra process is needed, and watches that it still consumes."""
-    settings = get_settings()
+    settings = get_worker_settings()
     if settings.sweep_interval_seconds > 0:
         from producer.webhook_sender import WebhookSender
-        from worker.sweeper import Sweeper
+        from worker.queue.sweeper import Sweeper
 
         _threads.append(_start(Sweeper(settings, app).run_forever, "imggen-sweeper"))
         webhooks = WebhookSender.from_settings(settings)
         _threads.append(_start(webhooks.run_forever, "imggen-webhooks"))
     if settings.stall_after_seconds > 0 and sender is not None:
-        from worker.watchdog import ConsumerWatchdog
+        from worker.queue.watchdog import ConsumerWatchdog
 
         queues = [queue.name for queue in sender.task_consumer.queues]
         watchdog = ConsumerWatchdog(settings, app, queues)

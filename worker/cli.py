@@ -1,4 +1,5 @@
-"""The whole ``imggen`` CLI: the producer commands plus worker, demo, models and db.
+"""The whole ``imggen`` CLI: the producer's commands (submit, status, keys, api, …) and the
+worker side's (worker, sweeper, demo, models, db), side by side in an app of its own.
 
 This is the composition root. Heavy imports (torch, Celery's worker) happen inside the commands,
 so ``imggen submit`` works on a producer-only install.
@@ -15,11 +16,14 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from producer.cli import app, err, out
+from producer import cli as producer_cli
+from producer.cli import err, out
 from producer.pipeline import ALL_QUEUES
 from producer.settings import get_settings
 from worker.process import worker_argv, worker_environment
 
+app = typer.Typer(help=producer_cli.app.info.help, no_args_is_help=True)
+app.add_typer(producer_cli.app)  # no name: its commands sit beside these
 models_app = typer.Typer(help="Model folders.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -52,9 +56,10 @@ def sweeper(
 
     from producer.webhook_sender import WebhookSender
     from worker.app import app as celery_app
-    from worker.sweeper import Sweeper
+    from worker.queue.sweeper import Sweeper
+    from worker.settings import get_worker_settings
 
-    settings = get_settings()
+    settings = get_worker_settings()
     sweeper, sender = Sweeper(settings, celery_app), WebhookSender.from_settings(settings)
     if once:
         out.print(sweeper.run_once())

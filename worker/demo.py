@@ -1,4 +1,8 @@
-"""``imggen demo``: a handful of jobs end to end, with a worker started for the occasion."""
+"""``imggen demo``: a handful of jobs end to end, with a worker started for the occasion.
+
+What it shows (``DEMO_PROMPTS``) lives with the shapes world; the running of it lives here,
+since imggen itself knows nothing of queues and workers.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +16,20 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from imggen.shapes.world import DEMO_PROMPTS
 from producer.client import Client, JobHandle
 from producer.models import TERMINAL
 from producer.settings import get_settings
 from producer.spec import parse_size
 from worker.process import start_worker, stop_worker
 
-# Scenes of the shapes world that the shipped model draws; the fourth in other words, which the
-# expand stage maps onto the model's own.
-DEFAULT_PROMPTS = [
-    "a yellow triangle on a black background",
-    "a red circle on a white background",
-    "a blue square on a yellow background",
-    "a cherry-red ball on a cloud-white field",
-    "a green cross on a purple background",
-    "a white circle on a blue background",
-    "an orange square on a green background",
-]
 _TERMINAL = {status.value for status in TERMINAL}
 
 
 def read_prompts(path: Path | None, count: int) -> list[str]:
     """Prompts from a text file (one a line) or a TSV with a header (first column)."""
     if path is None:
-        return (DEFAULT_PROMPTS * (count // len(DEFAULT_PROMPTS) + 1))[:count]
+        return (DEMO_PROMPTS * (count // len(DEMO_PROMPTS) + 1))[:count]
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if path.suffix == ".tsv":
         lines = [line.split("\t")[0] for line in lines[1:]]

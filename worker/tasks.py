@@ -6,7 +6,7 @@ from celery import Task
 
 from producer.pipeline import task_name
 from worker.app import app
-from worker.runner import run_stage
+from worker.queue.lifecycle import run_stage
 
 
 @app.task(name=task_name("expand"), bind=True)

@@ -23,7 +23,8 @@ from imggen.shapes.world import (
 
 PRETRAINED = Path(__file__).parent / "pretrained"
 # A model folder holding this file draws the shapes world: its jobs get the adherence metric,
-# and the expand stage can map other words onto the world's.
+# and the expand stage can map other words onto the world's. It also declares the size the
+# model draws (``native_size``), which a job naming no size gets.
 WORLD_FILE = "imggen_world.json"
 
 
@@ -34,8 +35,14 @@ def draws_shapes(model_folder: str | Path) -> bool:
         return False
 
 
-def mark_as_shapes(model_folder: str | Path) -> None:
-    description = {"world": "shapes", "colours": list(COLOURS), "shapes": list(SHAPES)}
+def mark_as_shapes(model_folder: str | Path, size: int) -> None:
+    """Mark the folder as a model of the shapes world that draws ``size`` x ``size`` scenes."""
+    description = {
+        "world": "shapes",
+        "colours": list(COLOURS),
+        "shapes": list(SHAPES),
+        "native_size": [size, size],
+    }
     (Path(model_folder) / WORLD_FILE).write_text(json.dumps(description, indent=2) + "\n")
 
 

@@ -198,7 +198,7 @@ def train_shapes(out_dir: str | Path, config: TrainConfig, log: Log = print) -> 
     def checkpoint(averaged: StableDiffusionPipeline) -> None:
         # The averaged copy was made after the VAE's training and scaling: it holds them.
         averaged.save_pretrained(target, safe_serialization=True)
-        mark_as_shapes(target)
+        mark_as_shapes(target, model.IMAGE_SIZE)
         log(f"saved {target} after {time.monotonic() - started:.0f} s")
 
     train_denoiser(parts, config, log, checkpoint)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import scenarios
-from tests.chaos.harness import Cluster
-from tests.chaos.hog import saturated_cpu
-from tests.conftest import POSTGRES_ADMIN_URL, RedisServer, postgres_database
+from testbed.chaos import scenarios
+from testbed.cluster import Cluster
+from testbed.hog import saturated_cpu
+from testbed.services import POSTGRES_ADMIN_URL, RedisServer
+from tests.conftest import postgres_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -176,7 +176,7 @@ def test_a_failed_read_of_a_complete_model_folder_is_worth_retrying(
     import shutil
 
     from imggen import ModelLoadError
-    from worker.retry import FailureKind, classify
+    from worker.queue.retry import FailureKind, classify
 
     copy = tmp_path / "damaged"
     shutil.copytree(tiny_model_dir, copy)

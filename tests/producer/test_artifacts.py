@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from producer.artifacts import ArtifactStore, job_key, job_prefix
 from producer.client import Client
 from producer.settings import Settings
-from tests.conftest import free_port
+from testbed.services import free_port
 
 
 def test_put_get_round_trip_and_overwrite_leave_one_file(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from producer.db import in_transaction
-from tests.conftest import POSTGRES_ADMIN_URL
+from testbed.services import POSTGRES_ADMIN_URL
 
 
 def test_a_transaction_on_a_killed_connection_runs_again_on_a_fresh_one(postgres_url: str) -> None:

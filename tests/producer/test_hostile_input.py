@@ -17,7 +17,7 @@ from producer.db import session_scope
 from producer.errors import InvalidJobSpec
 from producer.keys import create_key
 from producer.views import public_view
-from tests.conftest import free_port
+from testbed.services import free_port
 from tests.producer.api_app import SMALL, Api
 
 UNSTORABLE = ["a \x00 fox", "a \ud800 fox"]  # a NUL; a lone surrogate (no UTF-8 exists)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import free_port
+from testbed.services import free_port
 from tests.producer.api_app import SMALL, Api
 
 

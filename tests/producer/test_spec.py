@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from imggen.shapes import PRETRAINED, WORLD_FILE
+from producer.catalog import MARKER_FILE, native_size
 from producer.errors import InvalidJobSpec
+from producer.settings import Settings
 from producer.spec import (
     MAX_IMAGES,
     MAX_SEED,
@@ -91,11 +97,25 @@ def test_parse_size() -> None:
         parse_size("640by480")
 
 
-def test_the_shipped_shapes_model_gets_its_own_size_unless_the_job_names_one() -> None:
+def test_the_shipped_shapes_model_gets_its_own_size_unless_the_job_names_one(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(home=tmp_path)  # no models folder: "shapes" is the shipped model
+    assert Path(settings.model_path("shapes")) == PRETRAINED
+    shapes, missing = native_size(settings, "shapes"), native_size(settings, "sd-1.5")
     unsized = validate_spec({"prompt": "a red circle on a white background"})
     assert (unsized.width, unsized.height) == (512, 512)
-    native = with_native_size(unsized, "shapes")
+    native = with_native_size(unsized, shapes)
     assert (native.width, native.height) == (64, 64)
-    assert with_native_size(unsized, "sd-1.5") is unsized
-    sized = with_native_size(validate_spec({"prompt": "x", "width": 128, "height": 96}), "shapes")
+    assert with_native_size(unsized, missing) is unsized
+    sized = with_native_size(validate_spec({"prompt": "x", "width": 128, "height": 96}), shapes)
     assert (sized.width, sized.height) == (128, 96)
+
+
+def test_a_model_folder_declares_its_native_size_in_its_marker_file(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "wide"
+    shutil.copytree(PRETRAINED, folder)  # its UNet alone would say 64x64
+    marker = json.loads((folder / WORLD_FILE).read_text())
+    (folder / WORLD_FILE).write_text(json.dumps(marker | {"native_size": [96, 48]}))
+    assert native_size(Settings(home=tmp_path), "wide") == (96, 48)
+    assert WORLD_FILE == MARKER_FILE  # the producer reads what imggen writes

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, free_port, postgres_database
-from tests.worker.deployments import Deployment, make_deployment, with_worker
+from testbed.deployments import Deployment, make_deployment, with_worker
+from testbed.services import RedisServer, free_port
+from tests.conftest import postgres_database
 
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 

@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import redis
 from celery.signals import after_task_publish
 
-from worker.stages import STAGE_FUNCTIONS
+from worker.stages import STAGES
 
 PUBLISHES_KEY = "test:worker-publishes"
 FAILED_KEY = "test:failed-once"
@@ -27,15 +28,20 @@ def _count_publishes(connection: redis.Redis) -> None:
     after_task_publish.connect(count, weak=False)
 
 
+_failing: dict[str, Any] = {}  # the stage that fails once, its real function, and Redis
+
+
+def failing_once(context: Any) -> Any:
+    stage, real, connection = _failing["stage"], _failing["real"], _failing["connection"]
+    if connection.sadd(FAILED_KEY, f"{context.job_id}:{stage}"):
+        raise ConnectionError(f"injected: {stage} of {context.job_id} fails once")
+    return real(context)
+
+
 def _fail_once(connection: redis.Redis, stage: str) -> None:
-    real = STAGE_FUNCTIONS[stage]
-
-    def failing_once(context: Any) -> Any:
-        if connection.sadd(FAILED_KEY, f"{context.job_id}:{stage}"):
-            raise ConnectionError(f"injected: {stage} of {context.job_id} fails once")
-        return real(context)
-
-    STAGE_FUNCTIONS[stage] = failing_once
+    assert not STAGES[stage].batched, "a batched stage takes every job's context at once"
+    _failing.update(stage=stage, real=STAGES[stage].load(), connection=connection)
+    STAGES[stage] = dataclasses.replace(STAGES[stage], function=f"{__name__}:failing_once")
 
 
 if os.environ.get("IMGGEN_BROKER_URL", "").startswith("redis://"):

@@ -16,9 +16,9 @@ from producer.db import in_transaction, session_scope
 from producer.keys import create_key
 from producer.models import WebhookDelivery
 from producer.webhooks import EVENT_HEADER, SIGNATURE_HEADER, verify_signature
+from testbed.deployments import Deployment
 from tests.webhook_receiver import WebhookReceiver as Receiver
 from tests.worker.conftest import WEBHOOK_SECRET as SECRET
-from tests.worker.deployments import Deployment
 
 pytestmark = pytest.mark.slow
 

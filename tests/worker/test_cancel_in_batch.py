@@ -13,19 +13,22 @@ import imggen
 from imggen.errors import StageAborted
 from imggen.stages.denoise import DenoiseItem, denoise_batch
 from producer.artifacts import ArtifactStore
-from producer.settings import Settings
 from producer.spec import JobSpec
-from worker.denoising import denoise_jobs
-from worker.runner import _run
-from worker.runtime import Runtime
-from worker.stages import StageContext, encode, expand
+from producer.stage_outputs import EarlierOutputs
+from worker.settings import WorkerSettings
+from worker.stages import perform
+from worker.stages.context import StageContext
+from worker.stages.denoise import denoise_jobs
+from worker.stages.encode import encode
+from worker.stages.expand import expand
+from worker.stages.runtime import Runtime
 
 SPEC: dict[str, Any] = {"prompt": "a red fox", "n": 2, "steps": 8, "width": 64, "height": 64}
 
 
 @pytest.fixture()
 def runtime(tmp_path: Path, tiny_model_dir: Path) -> Runtime:
-    settings = Settings.model_validate({"home": str(tmp_path), "exact_cache": False})
+    settings = WorkerSettings.model_validate({"home": str(tmp_path), "exact_cache": False})
     return Runtime(settings, ArtifactStore(str(tmp_path / "artifacts")))
 
 
@@ -36,12 +39,12 @@ def _ready(runtime: Runtime, model: Path, job_id: str, seed: int) -> StageContex
         spec=JobSpec.model_validate(SPEC | {"seed": seed}),
         model=str(model),
         input_image_uri=None,
-        outputs={},
+        outputs=EarlierOutputs(),
         runtime=runtime,
         on_step=lambda step, total: None,
     )
-    for name, stage in (("expand", expand), ("encode", encode)):
-        ctx.outputs[name] = stage(ctx).output
+    for stage in (expand, encode):
+        ctx.outputs.add(stage(ctx).output)
     return ctx
 
 
@@ -81,8 +84,8 @@ def test_a_canceled_job_leaves_the_batch_and_the_others_are_unchanged(
     assert not isinstance(kept, StageAborted) and not isinstance(alone, StageAborted)
     # 4 images (guided: 8 rows) for the first 3 steps, then only the 2 images left (4 rows).
     assert calls == [8] * 3 + [4] * 5
-    mine = runtime.load_tensors(kept.output["latents"])["latents"]
-    theirs = runtime.load_tensors(alone.output["latents"])["latents"]
+    mine = runtime.load_tensors(kept.output.latents)["latents"]
+    theirs = runtime.load_tensors(alone.output.latents)["latents"]
     assert torch.allclose(mine, theirs, atol=1e-4)
 
 
@@ -92,7 +95,7 @@ def test_a_batch_whose_every_job_is_canceled_ends_as_aborted_not_failed(
     contexts = [_ready(runtime, tiny_model_dir, f"job-{i}", i) for i in range(2)]
     for ctx in contexts:
         ctx.on_step = _canceled_after(1)
-    results = _run("denoise", contexts)
+    results = perform("denoise", contexts)
     assert all(isinstance(result, StageAborted) for result in results.values())
     assert set(results) == {"job-0", "job-1"}
 

@@ -22,14 +22,16 @@ from producer.pipeline import ALL_QUEUES, queue_name
 from producer.queue import configure
 from producer.settings import Settings
 from producer.spec import validate_spec
-from tests.conftest import RedisServer, postgres_database
-from tests.worker.deployments import Deployment, make_deployment
+from testbed.deployments import Deployment, make_deployment
+from testbed.services import RedisServer
+from tests.conftest import postgres_database
 from tests.worker.probes import PUBLISHES_KEY
-from worker.leases import ClaimOutcome, claim_stage
 from worker.process import start_worker, stop_worker
-from worker.runner import _committer, _runs_here
-from worker.stages import StageResult
-from worker.sweeper import Sweeper
+from worker.queue.claims import Claimed, claim_stage
+from worker.queue.commits import commit_stage
+from worker.queue.handoff import hand_on, may_chain
+from worker.queue.sweeper import Sweeper
+from worker.settings import WorkerSettings
 
 WAIT_S = 180.0
 SMALL: dict[str, Any] = {"n": 1, "steps": 4, "width": 64, "height": 64}
@@ -48,22 +50,22 @@ def _task(settings: Settings, queues: Sequence[str]) -> Any:
 def test_the_next_stage_runs_here_only_if_this_worker_serves_it_and_it_is_not_a_batch(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(home=tmp_path, batch_max_images=8, stage_time_limit_seconds=100)
+    settings = WorkerSettings(home=tmp_path, batch_max_images=8, stage_time_limit_seconds=100)
     everything, now = _task(settings, ALL_QUEUES), time.monotonic()
-    assert _runs_here(everything, settings, "encode", now)
-    assert _runs_here(everything, settings, "decode", now)
+    assert may_chain(everything, settings, "encode", now)
+    assert may_chain(everything, settings, "decode", now)
     # Jobs gather in the denoise queue to share a batch; without batching it is chained too.
-    assert not _runs_here(everything, settings, "denoise", now)
+    assert not may_chain(everything, settings, "denoise", now)
     unbatched = settings.model_copy(update={"batch_max_images": 1})
-    assert _runs_here(_task(unbatched, ALL_QUEUES), unbatched, "denoise", now)
+    assert may_chain(_task(unbatched, ALL_QUEUES), unbatched, "denoise", now)
     # A worker that does not consume the stage's queue sends it to the workers that do.
     light = _task(settings, [queue_name("expand"), queue_name("encode")])
-    assert _runs_here(light, settings, "encode", now)
-    assert not _runs_here(light, settings, "decode", now)
+    assert may_chain(light, settings, "encode", now)
+    assert not may_chain(light, settings, "decode", now)
     # Past a tenth of the time limit, the next stage gets a task (and a time limit) of its own.
-    assert not _runs_here(everything, settings, "decode", now - 11)
+    assert not may_chain(everything, settings, "decode", now - 11)
     off = settings.model_copy(update={"chain_stages": False})
-    assert not _runs_here(_task(off, ALL_QUEUES), off, "encode", now)
+    assert not may_chain(_task(off, ALL_QUEUES), off, "encode", now)
 
 
 # --- the chained commit: one transaction, no message, and a lost stage is still found ---------
@@ -80,7 +82,7 @@ def test_a_chained_stage_has_no_message_and_is_sent_again_if_its_worker_is_lost(
     )
     upgrade(db)
     # A short lease, so that the test can outlive it as a dead worker would.
-    settings = Settings(
+    settings = WorkerSettings(
         home=tmp_path, database_url=db, broker_url=redis_url, stage_lease_seconds=0.2
     )
     with session_scope(db) as session:
@@ -88,12 +90,12 @@ def test_a_chained_stage_has_no_message_and_is_sent_again_if_its_worker_is_lost(
         session.execute(delete(OutboxMessage))  # as if the submission's message had gone
     with session_scope(db) as session:
         claim = claim_stage(session, job_id, "expand", lease_seconds=60, max_attempts=3)
-    assert claim.token is not None
-    commit = _committer(settings, job_id, "expand", claim.token, StageResult({}), chain=True)
-    with session_scope(db) as session:
-        following, chained = commit(session)
-    assert following == "encode" and chained is not None
-    assert chained.outcome is ClaimOutcome.CLAIMED and chained.attempt == 1
+    assert isinstance(claim, Claimed)
+    with session_scope(db) as session:  # the commit and the hand-off: one transaction
+        following = commit_stage(session, job_id, "expand", claim.token, {})
+        assert following == "encode"
+        chained = hand_on(session, settings, job_id, following, chain=True).claimed
+    assert isinstance(chained, Claimed) and chained.attempt == 1
     with session_scope(db) as session:
         encode = session.scalars(
             select(StageRun).where(StageRun.job_id == job_id, StageRun.stage == "encode")

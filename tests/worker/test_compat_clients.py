@@ -19,7 +19,7 @@ from PIL import Image
 
 from producer.db import session_scope
 from producer.keys import create_key
-from tests.worker.deployments import Deployment
+from testbed.deployments import Deployment
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from producer.db import session_scope
 from producer.errors import InvalidJobSpec, JobFailed
 from producer.models import Image, Job, Metric
-from tests.conftest import RedisServer, postgres_database
-from tests.worker.deployments import Deployment, embedded, make_deployment, with_worker
+from testbed.deployments import Deployment, embedded, make_deployment, with_worker
+from testbed.services import RedisServer
+from tests.conftest import postgres_database
 
 pytestmark = pytest.mark.slow
 WAIT_S = 180.0

@@ -16,7 +16,7 @@ from imggen.tiny import make_tiny_captioner, make_tiny_clip, make_tiny_expander
 from producer.db import session_scope
 from producer.errors import InvalidJobSpec
 from producer.models import Job
-from tests.worker.deployments import Deployment, embedded, with_worker
+from testbed.deployments import Deployment, embedded, with_worker
 
 pytestmark = pytest.mark.slow
 WAIT_S = 180.0

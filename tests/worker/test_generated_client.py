@@ -17,7 +17,7 @@ import pytest
 
 from producer.db import session_scope
 from producer.keys import create_key
-from tests.worker.deployments import Deployment
+from testbed.deployments import Deployment
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

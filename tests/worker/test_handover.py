@@ -9,12 +9,17 @@ import torch
 from PIL import Image as PILImage
 
 from producer.artifacts import ArtifactStore
-from producer.settings import Settings
 from producer.spec import JobSpec
-from worker.denoising import denoise_jobs
-from worker.handover import Handover
-from worker.runtime import Runtime
-from worker.stages import StageContext, StageResult, decode, encode, expand, score
+from producer.stage_outputs import DecodeOutput, EarlierOutputs
+from worker.settings import WorkerSettings
+from worker.stages.context import StageContext, StageResult
+from worker.stages.decode import decode
+from worker.stages.denoise import denoise_jobs
+from worker.stages.encode import encode
+from worker.stages.expand import expand
+from worker.stages.handover import Handover
+from worker.stages.runtime import Runtime
+from worker.stages.score import score
 
 
 def test_an_artifact_is_taken_once_and_the_oldest_go_past_the_bound() -> None:
@@ -43,7 +48,7 @@ def test_a_jobs_slice_of_a_batch_is_kept_as_its_own_copy() -> None:
 
 
 def _run(
-    stage: Any, runtime: Runtime, spec: JobSpec, outputs: dict[str, Any], hand_over: bool
+    stage: Any, runtime: Runtime, spec: JobSpec, outputs: EarlierOutputs, hand_over: bool
 ) -> StageResult:
     ctx = StageContext(
         job_id="job-1",
@@ -56,7 +61,7 @@ def _run(
     )
     result = denoise_jobs([ctx])["job-1"] if stage is denoise_jobs else stage(ctx)
     assert isinstance(result, StageResult)
-    outputs[stage.__name__.removesuffix("_jobs")] = result.output
+    outputs.add(result.output)
     if hand_over:  # as the runner does once the stage has committed
         for uri, value in result.artifacts.items():
             runtime.handover.offer(uri, value)
@@ -66,19 +71,19 @@ def _run(
 def test_the_next_stage_reads_from_memory_what_the_store_holds(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    settings = Settings.model_validate(
+    settings = WorkerSettings.model_validate(
         {"home": str(tmp_path), "models_dir": str(tiny_model_dir.parent), "exact_cache": False}
     )
     runtime = Runtime(settings, ArtifactStore(str(tmp_path / "artifacts")))
     spec = JobSpec.model_validate(
         {"prompt": "a red fox", "n": 2, "seed": 3, "steps": 3, "width": 64, "height": 64}
     )
-    outputs: dict[str, Any] = {}
+    outputs = EarlierOutputs()
     for stage in (expand, encode, denoise_jobs):
         _run(stage, runtime, spec, outputs, hand_over=True)
     decoded = _run(decode, runtime, spec, outputs, hand_over=True)
     images = decoded.artifacts
-    assert set(images) == set(outputs["decode"]["images"])
+    assert set(images) == set(outputs.get(DecodeOutput).images)
     assert all(isinstance(image, PILImage.Image) for image in images.values())
     assert len(runtime.handover) == len(images)  # embeddings and latents were taken
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from migrations import upgrade
 from producer.db import session_scope
@@ -15,14 +16,9 @@ from producer.jobs import cancel_job, create_job, get_job
 from producer.models import Image, OutboxMessage, StageRun, WebhookDelivery, utcnow
 from producer.outbox import add_message
 from producer.spec import validate_spec
-from worker.leases import (
-    ClaimOutcome,
-    claim_companions,
-    claim_stage,
-    commit_stage,
-    record_failure,
-    renew_lease,
-)
+from worker.queue.claims import Claimed, Refusal, Refused, claim_companions, claim_stage
+from worker.queue.commits import commit_stage, record_failure
+from worker.queue.leases import renew_lease
 
 LEASE = dict(lease_seconds=60.0, max_attempts=3)
 
@@ -50,14 +46,20 @@ def _stage(db: str, job_id: str, stage: str) -> StageRun:
         ).one()
 
 
+def _refusal(session: Session, job_id: str, stage: str) -> Refusal | None:
+    claim = claim_stage(session, job_id, stage, **LEASE)
+    return claim.reason if isinstance(claim, Refused) else None
+
+
 def test_a_claimed_stage_cannot_be_claimed_again_while_its_lease_lives(db: str) -> None:
     job_id = _new_job(db)
     with session_scope(db) as session:
         first = claim_stage(session, job_id, "expand", **LEASE)
     with session_scope(db) as session:
         second = claim_stage(session, job_id, "expand", **LEASE)
-    assert first.outcome is ClaimOutcome.CLAIMED and first.attempt == 1
-    assert second.outcome is ClaimOutcome.BUSY and 0 < second.retry_in <= 61
+    assert isinstance(first, Claimed) and first.attempt == 1
+    assert isinstance(second, Refused) and second.reason is Refusal.BUSY
+    assert 0 < second.retry_in <= 61
     with session_scope(db) as session:
         assert get_job(session, job_id).status == "running"
 
@@ -73,8 +75,8 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(db: str
         )
     with session_scope(db) as session:
         new = claim_stage(session, job_id, "expand", **LEASE)
-    assert new.outcome is ClaimOutcome.CLAIMED and new.attempt == 2
-    assert old.token is not None and new.token is not None
+    assert isinstance(new, Claimed) and new.attempt == 2
+    assert isinstance(old, Claimed)
     with session_scope(db) as session:
         assert not renew_lease(session, job_id, "expand", old.token, 60.0)
         assert commit_stage(session, job_id, "expand", old.token, {"prompt": "old"}) is None
@@ -94,17 +96,18 @@ def test_a_take_over_records_the_lost_worker_and_a_retry_sees_the_last_failure(d
         )
     with session_scope(db) as session:
         taken = claim_stage(session, job_id, "expand", **LEASE)
+    assert isinstance(taken, Claimed)
     assert taken.took_over and taken.attempt == 2 and taken.previous_error_kind == "worker_lost"
     run = _stage(db, job_id, "expand")
     assert run.error == "attempt 1: worker lost (lease expired)" and run.lease_token == taken.token
-    assert taken.token is not None
     with session_scope(db) as session:
         record_failure(session, job_id, "expand", taken.token, "oom", "out of memory", final=False)
     with session_scope(db) as session:
         retry = claim_stage(session, job_id, "expand", **LEASE)
-    # A plain claim keeps the last error: the runner draws one image at a time after an OOM.
+    # A plain claim keeps the last error: the retry draws one image at a time after an OOM.
+    assert isinstance(retry, Claimed)
     assert not retry.took_over and retry.attempt == 3 and retry.previous_error_kind == "oom"
-    assert retry.job is not None and retry.job.id == job_id and retry.job.spec["n"] == 2
+    assert retry.job.id == job_id and retry.job.spec["n"] == 2
     assert _stage(db, job_id, "expand").error == "out of memory"
 
 
@@ -127,7 +130,7 @@ def test_a_stage_webhook_names_the_finished_stage(db: str) -> None:
         job_id = create_job(session, validate_spec(spec), "tiny").id
     with session_scope(db) as session:
         claim = claim_stage(session, job_id, "expand", **LEASE)
-    assert claim.token is not None
+    assert isinstance(claim, Claimed)
     with session_scope(db) as session:
         assert commit_stage(session, job_id, "expand", claim.token, output={}) == "encode"
     with session_scope(db) as session:
@@ -145,11 +148,11 @@ def test_a_duplicate_message_for_a_finished_stage_does_nothing(db: str) -> None:
     with session_scope(db) as session:
         claim = claim_stage(session, job_id, "expand", **LEASE)
     with session_scope(db) as session:
-        assert claim.token is not None
+        assert isinstance(claim, Claimed)
         commit_stage(session, job_id, "expand", claim.token, {"prompt": "a fox"})
     with session_scope(db) as session:
-        assert claim_stage(session, job_id, "expand", **LEASE).outcome is ClaimOutcome.DONE
-        assert claim_stage(session, job_id, "denoise", **LEASE).outcome is ClaimOutcome.NOT_READY
+        assert _refusal(session, job_id, "expand") is Refusal.DONE
+        assert _refusal(session, job_id, "denoise") is Refusal.NOT_READY
 
 
 def test_attempts_are_capped_and_the_job_fails_with_the_last_error(db: str) -> None:
@@ -157,11 +160,11 @@ def test_attempts_are_capped_and_the_job_fails_with_the_last_error(db: str) -> N
     for _ in range(LEASE["max_attempts"]):
         with session_scope(db) as session:
             claim = claim_stage(session, job_id, "expand", **LEASE)
-        assert claim.outcome is ClaimOutcome.CLAIMED and claim.token is not None
+        assert isinstance(claim, Claimed)
         with session_scope(db) as session:
             record_failure(session, job_id, "expand", claim.token, "transient", "boom", final=False)
     with session_scope(db) as session:
-        assert claim_stage(session, job_id, "expand", **LEASE).outcome is ClaimOutcome.EXHAUSTED
+        assert _refusal(session, job_id, "expand") is Refusal.EXHAUSTED
     with session_scope(db) as session:
         job = get_job(session, job_id)
         assert job.status == "failed"
@@ -175,12 +178,12 @@ def test_cancel_wins_over_a_running_stage(db: str) -> None:
     with session_scope(db) as session:
         assert cancel_job(session, job_id)
         assert not cancel_job(session, job_id)  # already ended: one terminal state
-    assert claim.token is not None
+    assert isinstance(claim, Claimed)
     with session_scope(db) as session:
         assert not renew_lease(session, job_id, "expand", claim.token, 60.0)
         assert commit_stage(session, job_id, "expand", claim.token, {"prompt": "x"}) is None
     with session_scope(db) as session:
-        assert claim_stage(session, job_id, "expand", **LEASE).outcome is ClaimOutcome.ENDED
+        assert _refusal(session, job_id, "expand") is Refusal.ENDED
         assert get_job(session, job_id).status == "canceled"
 
 
@@ -200,7 +203,7 @@ def test_the_last_stage_succeeds_the_job_and_rows_are_unique(db: str) -> None:
     for stage in ("expand", "encode", "denoise", "decode", "score"):
         with session_scope(db) as session:
             claim = claim_stage(session, job_id, stage, **LEASE)
-        assert claim.token is not None
+        assert isinstance(claim, Claimed)
         with session_scope(db) as session:
             commit_stage(
                 session, job_id, stage, claim.token, {}, add_images if stage == "decode" else None
@@ -222,15 +225,17 @@ def test_a_companion_claimed_into_a_batch_drops_its_unsent_message(db: str) -> N
         for stage in ("expand", "encode"):
             with session_scope(db) as session:
                 claim = claim_stage(session, job_id, stage, **LEASE)
-                assert claim.token is not None
-                commit_stage(session, job_id, stage, claim.token, output={})
+                assert isinstance(claim, Claimed)
+                following = commit_stage(session, job_id, stage, claim.token, output={})
+                assert following is not None
+                add_message(session, job_id, following)  # as the hand-off writes it
     with session_scope(db) as session:
         session.execute(delete(OutboxMessage).where(OutboxMessage.stage != "denoise"))
         first = claim_stage(session, primary, "denoise", **LEASE)
-        assert first.job is not None
+        assert isinstance(first, Claimed)
         # The companion's denoise message is still in the outbox (the broker was down, say).
         joined = claim_companions(session, first.job, "denoise", images=7, **LEASE)
-    assert list(joined) == [companion]
+    assert [claim.job.id for claim in joined] == [companion]
     with session_scope(db) as session:
         left = session.execute(select(OutboxMessage.job_id, OutboxMessage.stage)).all()
     assert [tuple(row) for row in left] == [(primary, "denoise")]

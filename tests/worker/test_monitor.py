@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 
 from imggen.errors import StageAborted
-from producer.artifacts import ArtifactStore
 from producer.db import session_scope
 from producer.jobs import cancel_job, get_job
-from producer.settings import Settings
 from tests.worker.test_leases import LEASE, _new_job, _stage, db  # noqa: F401 - db is a fixture
-from worker.leases import claim_stage
-from worker.monitor import PROGRESS_INTERVAL_S, StageMonitor
-from worker.runtime import Runtime
+from worker.queue.claims import Claimed, claim_stage
+from worker.queue.monitor import PROGRESS_INTERVAL_S, StageMonitor
+from worker.settings import WorkerSettings
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -33,19 +31,18 @@ def test_the_monitor_shows_progress_renews_the_lease_and_notices_a_cancel(
     job_id = _new_job(db)
     with session_scope(db) as session:
         claim = claim_stage(session, job_id, "expand", **LEASE)
-    assert claim.token is not None
+    assert isinstance(claim, Claimed)
     # A one-second lease is renewed every quarter second.
-    settings = Settings.model_validate(
+    settings = WorkerSettings.model_validate(
         {"home": str(tmp_path), "database_url": db, "stage_lease_seconds": 1.0}
     )
-    runtime = Runtime(settings, ArtifactStore(str(tmp_path / "artifacts")))
 
     def progress() -> tuple[int | None, int | None]:
         with session_scope(db) as session:
             job = get_job(session, job_id)
             return job.progress_step, job.progress_total
 
-    with StageMonitor(runtime, "expand", {job_id: claim.token}) as monitor:
+    with StageMonitor(settings, "expand", {job_id: claim.token}) as monitor:
         report = monitor.on_step(job_id)
         report(3, 10)  # only noted: the loop never waits on the database
         assert progress() == (None, None)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.worker.deployments import Deployment, embedded, with_worker
+from testbed.deployments import Deployment, embedded, with_worker
 
 pytestmark = pytest.mark.slow
 WAIT_S = 180.0

@@ -16,9 +16,9 @@ import imggen
 from migrations import upgrade
 from producer.db import in_transaction
 from producer.models import LatentCacheEntry
-from tests.worker.deployments import Deployment, embedded, with_worker
+from testbed.deployments import Deployment, embedded, with_worker
 from worker.process import start_worker, stop_worker
-from worker.sweeper import Sweeper
+from worker.queue.sweeper import Sweeper
 
 pytestmark = pytest.mark.slow
 WAIT_S = 180.0

@@ -20,13 +20,13 @@ from celery import Celery
 from celery.worker import state
 
 from producer.queue import queue_sizes
-from producer.settings import Settings
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 
 class ConsumerWatchdog:
-    def __init__(self, settings: Settings, app: Celery, queues: list[str]) -> None:
+    def __init__(self, settings: WorkerSettings, app: Celery, queues: list[str]) -> None:
         self.settings, self.app, self.queues = settings, app, queues
         self.idle_since: float | None = None
 

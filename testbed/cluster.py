@@ -23,7 +23,7 @@ from producer.client import Client
 from producer.db import in_transaction
 from producer.models import TERMINAL, Image, Job, OutboxMessage, StageRun, utcnow
 from producer.pipeline import ALL_QUEUES
-from tests.worker.deployments import make_deployment
+from testbed.deployments import make_deployment
 from worker.process import start_worker, stop_worker
 
 TERMINAL_VALUES = {status.value for status in TERMINAL}

@@ -15,14 +15,14 @@ from sqlalchemy import create_engine, inspect, text
 from migrations import upgrade
 from producer.client import Client
 from producer.pipeline import ALL_QUEUES
-from producer.settings import Settings
 from worker.process import start_worker, stop_worker
+from worker.settings import WorkerSettings
 
 
 @dataclass
 class Deployment:
     name: str
-    settings: Settings
+    settings: WorkerSettings
     env: dict[str, str]
 
     @property
@@ -70,7 +70,7 @@ def make_deployment(
     env = dict(os.environ) | {f"IMGGEN_{k.upper()}": v for k, v in values.items()}
     # The environment carries JSON for structured settings; the Settings object wants values.
     parsed = {k: json.loads(v) if v.startswith("[") else v for k, v in values.items()}
-    return Deployment(name, Settings.model_validate(parsed), env)
+    return Deployment(name, WorkerSettings.model_validate(parsed), env)
 
 
 def embedded(name: str, home: Path, model: Path, **extra: str) -> Deployment:

@@ -32,8 +32,8 @@ from producer.models import ACTIVE, Job, OutboxMessage, StageRun, StageStatus, u
 from producer.outbox import add_message, publish_pending
 from producer.pipeline import STAGES, queue_name
 from producer.queue import queue_sizes
-from producer.settings import Settings
-from worker import latent_cache
+from worker.settings import WorkerSettings
+from worker.stages import latent_cache
 
 log = logging.getLogger(__name__)
 _ACTIVE = [status.value for status in ACTIVE]
@@ -47,7 +47,7 @@ class SweepReport:
 
 
 class Sweeper:
-    def __init__(self, settings: Settings, app: Celery) -> None:
+    def __init__(self, settings: WorkerSettings, app: Celery) -> None:
         self.settings, self.app = settings, app
         self.db = settings.resolved_database_url
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image as PILImage
 
 from producer.artifacts import ArtifactStore
-from producer.settings import BUILTIN_SHAPES, Settings, get_settings
+from worker.settings import WorkerSettings, get_worker_settings
 
 if TYPE_CHECKING:
     import torch
@@ -23,12 +22,12 @@ if TYPE_CHECKING:
     from imggen import Components, ModelCache
     from imggen.aux_models import Captioner, Clip, LanguageModel, SentenceEmbedder
     from imggen.shapes.vocabulary import VocabularyMap
-    from worker.handover import Handover
+    from worker.stages.handover import Handover
 
 
 @dataclass
 class Runtime:
-    settings: Settings
+    settings: WorkerSettings
     store: ArtifactStore
     _models: ModelCache | None = field(default=None, repr=False)
     _handover: Handover | None = field(default=None, repr=False)
@@ -50,20 +49,14 @@ class Runtime:
     def handover(self) -> Handover:
         """What this process's committed stages wrote, for its next stages (see handover.py)."""
         if self._handover is None:
-            from worker.handover import Handover
+            from worker.stages.handover import Handover
 
             self._handover = Handover(self.settings.handover_mb * 1024 * 1024)
         return self._handover
 
     def model_folder(self, model_id: str) -> str:
-        """Where ``model_id``'s weights are: the settings' answer, except that the bare name
-        ``shapes`` falls back to the model imggen ships when the models folder has none."""
-        folder = self.settings.model_path(model_id)
-        if model_id == BUILTIN_SHAPES and not Path(folder, "model_index.json").exists():
-            from imggen.shapes import PRETRAINED
-
-            return str(PRETRAINED)
-        return folder
+        """Where ``model_id``'s weights are."""
+        return self.settings.model_path(model_id)
 
     def draws_shapes(self, model_id: str) -> bool:
         """Whether ``model_id`` is a model of the shapes world (read once per process, like
@@ -147,5 +140,5 @@ class Runtime:
 
 @lru_cache(maxsize=1)
 def get_runtime() -> Runtime:
-    settings = get_settings()
+    settings = get_worker_settings()
     return Runtime(settings=settings, store=ArtifactStore(settings.resolved_artifacts_url))

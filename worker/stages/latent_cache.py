@@ -12,12 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from producer.models import LatentCacheEntry, utcnow
-from producer.settings import Settings
+from worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +50,7 @@ def semantic_key(
     return _digest(["semantic", model, scheduler, width, height, steps, guidance])
 
 
-def kept_steps(settings: Settings, steps: int) -> list[int]:
+def kept_steps(settings: WorkerSettings, steps: int) -> list[int]:
     """The step counts whose latents are stored for the semantic cache."""
     return sorted(
         {
@@ -82,7 +81,7 @@ def find_exact(session: Session, keys: list[str]) -> dict[str, LatentCacheEntry]
 
 def find_semantic(
     session: Session,
-    settings: Settings,
+    settings: WorkerSettings,
     key: str,
     steps: int,
     embedding: torch.Tensor,
@@ -98,6 +97,8 @@ def find_semantic(
     ).all()
     if not rows:
         return []
+    import numpy as np  # here, not at the top: the sweeper imports this module to evict
+
     query = embedding.float().flatten().numpy()
     query = query / (np.linalg.norm(query) or 1.0)
     by_source: dict[tuple[str | None, int], dict[int, LatentCacheEntry]] = {}
@@ -123,7 +124,7 @@ def find_semantic(
     return hits
 
 
-def _level(settings: Settings, similarity: float, steps: int) -> int | None:
+def _level(settings: WorkerSettings, similarity: float, steps: int) -> int | None:
     """Steps that may be skipped at this similarity (the first level it reaches), or None."""
     for threshold, fraction in settings.semantic_levels:
         if similarity >= threshold:

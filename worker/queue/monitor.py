@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 from imggen.errors import StageAborted
 from producer.db import in_transaction
 from producer.events import notify
-from worker.leases import renew_lease
-from worker.runtime import Runtime
+from worker.queue.leases import renew_lease
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ PROGRESS_INTERVAL_S = 0.5
 class StageMonitor:
     """Leases and progress for one stage run of one or more jobs (a batch), as a context."""
 
-    def __init__(self, runtime: Runtime, stage: str, tokens: dict[str, str]) -> None:
-        self.runtime, self.stage, self.tokens = runtime, stage, tokens
+    def __init__(self, settings: WorkerSettings, stage: str, tokens: dict[str, str]) -> None:
+        self.settings, self.stage, self.tokens = settings, stage, tokens
         self._steps: dict[str, tuple[int, int]] = {}  # job -> latest (step, total), loop-written
         self._written: dict[str, tuple[int, int]] = {}
         self._lost: set[str] = set()
@@ -76,7 +76,7 @@ class StageMonitor:
             for job_id, step in list(self._steps.items())
             if self._written.get(job_id) != step
         }
-        renew_every = self.runtime.settings.stage_lease_seconds / 4
+        renew_every = self.settings.stage_lease_seconds / 4
         now = time.monotonic()
         due = now - self._renewed >= renew_every
         if (not changed and not due) or now < self._quiet_until:
@@ -91,7 +91,7 @@ class StageMonitor:
             self._renewed = time.monotonic()
 
     def _write(self, changed: dict[str, tuple[int, int]], *, renew_all: bool) -> None:
-        settings = self.runtime.settings
+        settings = self.settings
         jobs = [j for j in self.tokens if j not in self._lost and (renew_all or j in changed)]
 
         def write(session: Session) -> list[str]:

@@ -13,8 +13,8 @@ from celery.signals import after_task_publish
 from sqlalchemy import create_engine, text
 
 from producer.queue import producer_app
-from tests.chaos.duplicates import COUNTS_KEY, install
-from tests.chaos.harness import Cluster, Outcome
+from testbed.chaos.duplicates import COUNTS_KEY, install
+from testbed.cluster import Cluster, Outcome
 
 DRAIN_S = 240.0
 
@@ -105,7 +105,7 @@ def duplicate_every_message(cluster: Cluster, jobs: int) -> tuple[Outcome, dict[
     redis.Redis.from_url(broker).delete(COUNTS_KEY)
     handler = install(producer_app(cluster.settings), broker)
     try:
-        cluster.start_worker(concurrency=2, include=["tests.chaos.duplicates"])
+        cluster.start_worker(concurrency=2, include=["testbed.chaos.duplicates"])
         ids = cluster.submit(jobs)
         outcome = cluster.check(ids, cluster.drain(ids, DRAIN_S), jobs * 5)
     finally:

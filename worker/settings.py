@@ -1,0 +1,128 @@
+"""The workers' own settings (``IMGGEN_*`` like the shared ones, which they extend).
+
+What only a worker reads lives here: models of the expand stage, batching and caches, the
+device, leases and recovery. The producer side (API, CLI, client) reads ``producer.settings``
+and never needs these.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import model_validator
+
+from producer.settings import Settings
+
+
+class WorkerSettings(Settings):
+    # Language models of the expand stage.
+    expand_model: str | None = None
+    """Causal language model folder for the expand stage; unset: prompts pass through."""
+
+    expand_max_new_tokens: int = 24
+    """Most tokens the expander may add to a prompt."""
+
+    expand_words_file: Path | None = None
+    """A file of allowed words (one a line): the expander may add only these (style words)."""
+
+    embed_model: str | None = "packaged"
+    """Sentence-embedding model folder that maps prompts onto a small model's vocabulary (the
+    shapes model's): ``packaged`` uses the one the ``language`` extra installs, ``none`` turns
+    the mapping off."""
+
+    caption_model: str | None = None
+    """Image-to-text model folder that captions input images of jobs without a prompt."""
+
+    # Batching, caches and hand-over.
+    batch_max_images: int = 8
+    """Denoise compatible jobs together, up to this many images a batch (1: no batching)."""
+
+    exact_cache: bool = True
+    """Reuse the latents of an identical earlier image instead of denoising again."""
+
+    semantic_cache: bool = False
+    """Start from a cached intermediate latent of a similar prompt and skip steps (NIRVANA).
+    Changes results (a hit does not follow the job's seed), so it is opt-in per deployment."""
+
+    semantic_levels: list[tuple[float, float]] = [(0.98, 0.6), (0.95, 0.4), (0.9, 0.2)]
+    """(prompt similarity at least, fraction of the steps skipped), best first."""
+
+    cache_max_entries: int = 20000
+    """Cache rows kept; the least recently used are evicted beyond this."""
+
+    chain_stages: bool = True
+    """Run a job's next stage in the same process right after committing one, when this worker
+    consumes that stage's queue (never into a batched denoise, whose jobs gather in its queue):
+    no broker round trip, and the stage finds its inputs in memory. Off: every stage is a
+    message."""
+
+    handover_mb: int = 256
+    """Memory each worker process keeps of the artifacts its stages just wrote, for the next
+    stage when it runs in the same process (it then reads nothing back); 0: always read."""
+
+    # The accelerator.
+    device: str = "auto"
+    """Worker device for the models: ``auto`` (CUDA when present), ``cpu``, ``cuda:1``…"""
+
+    dtype: str = "auto"
+    """Worker precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16``, ``bf16``."""
+
+    torch_compile: bool = False
+    """Wrap each UNet in ``torch.compile`` (the first batches of each shape are slow)."""
+
+    # Attempts, leases and recovery.
+    stage_max_attempts: int = 5
+    """Attempts per stage before the job fails (a worker killed mid-stage counts as one)."""
+
+    stage_lease_seconds: float = 60.0
+    """How long a running stage's lease lasts without a heartbeat (sent every quarter of it).
+    A killed worker's stage is taken over by another within about this long."""
+
+    sweep_interval_seconds: float = 2.0
+    """How often each worker's sweeper relays the outbox and looks for lost stages (0: never)."""
+
+    relay_grace_seconds: float = 2.0
+    """Outbox messages younger than this are left to the fast path that wrote them."""
+
+    requeue_after_seconds: float | None = None
+    """A queued stage whose message was sent this long ago and never claimed, while its queue in
+    the broker is empty, is sent again (its message was lost with a broker restart); default:
+    the stage lease. A stage waiting behind others in a queue is never re-sent."""
+
+    stall_after_seconds: float = 60.0
+    """A worker idle this long while its queues hold messages restarts itself (0: never);
+    works around Celery workers that stop consuming after a Redis reconnect."""
+
+    @model_validator(mode="after")
+    def _check_together(self) -> WorkerSettings:
+        if self.stage_lease_seconds >= self.stage_time_limit_seconds:
+            raise ValueError(
+                "stage_lease_seconds must be shorter than stage_time_limit_seconds: a stage "
+                "outliving its time limit is killed, and its lease must run out for another "
+                "worker to take it over"
+            )
+        thresholds = [threshold for threshold, _ in self.semantic_levels]
+        if thresholds != sorted(thresholds, reverse=True) or len(set(thresholds)) < len(thresholds):
+            raise ValueError("semantic_levels must be ordered by similarity, highest first")
+        if any(not 0 < fraction < 1 for _, fraction in self.semantic_levels):
+            raise ValueError("semantic_levels: each fraction of steps skipped must be in (0, 1)")
+        return self
+
+    @property
+    def resolved_requeue_after_seconds(self) -> float:
+        if self.requeue_after_seconds is not None:
+            return self.requeue_after_seconds
+        return self.stage_lease_seconds
+
+    def expand_words(self) -> list[str] | None:
+        if self.expand_words_file is None:
+            return None
+        lines = self.expand_words_file.read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip()]
+
+
+@lru_cache
+def get_worker_settings() -> WorkerSettings:
+    """The process-wide worker settings, read once from the environment."""
+    return WorkerSettings()

@@ -1,0 +1,159 @@
+"""The denoise stage for a batch of compatible jobs, with the exact and semantic caches.
+
+1. Each image of each job is looked up: an exact hit reuses final latents, a semantic hit
+   resumes from a similar prompt's intermediate latent, the rest start from noise.
+2. Images are grouped by the step they start at and each group runs as one batch; every image
+   keeps its own generator, so it is the same whichever batch it lands in.
+3. Each job gets its latents, its cache record (hits, steps saved) and the cache entries its
+   fresh images make, to be written in its own commit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from sqlalchemy.orm import Session
+
+import imggen
+from imggen.errors import StageAborted
+from imggen.samplers import sampler_identity
+from imggen.stages.denoise import DenoiseItem, denoise_batch
+from producer.artifacts import job_key
+from producer.db import in_transaction
+from producer.stage_outputs import DenoiseOutput, EncodeOutput
+from worker.stages import latent_cache
+from worker.stages.context import StageContext, StageResult
+from worker.stages.denoise_cache import (
+    ImageWork,
+    cache_record,
+    look_up,
+    new_entries,
+    set_exact_keys,
+)
+
+
+def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageAborted]:
+    runtime = contexts[0].runtime
+    settings = runtime.settings
+    first = contexts[0].spec
+    parts = runtime.components(contexts[0].model)
+    # Every job of a batch shares its sampler (it is part of the batch key).
+    scheduler = sampler_identity(parts.scheduler, first.scheduler)
+
+    # 1. Each job's conditioning, then a cache lookup for each of its images.
+    images: list[ImageWork] = []
+    pooled: dict[str, torch.Tensor | None] = {}
+    for ctx in contexts:
+        encoded = ctx.outputs.get(EncodeOutput)
+        embeddings = imggen.PromptEmbeddings.from_tensors(runtime.load_tensors(encoded.embeddings))
+        pooled[ctx.job_id] = embeddings.pooled
+        start_image = None
+        if encoded.image_latents is not None:
+            start_image = runtime.load_tensors(encoded.image_latents)["latents"]
+        images += [
+            ImageWork(ctx, i, DenoiseItem(embeddings, seed, start_image))
+            for i, seed in enumerate(ctx.seeds())
+        ]
+    text_to_image = not first.has_input_image
+    semantic_key = latent_cache.semantic_key(
+        contexts[0].model, scheduler, first.width, first.height, first.steps, first.guidance
+    )
+    if text_to_image:
+        set_exact_keys(images, scheduler)
+        usable = [image for image in images if image.ctx.spec.cache]  # not switched off per job
+        if usable and (settings.exact_cache or settings.semantic_cache):
+            in_transaction(
+                settings.resolved_database_url,
+                lambda s: look_up(s, runtime, usable, pooled, semantic_key),
+            )
+
+    # 2. Run what is left, one batch per starting step.
+    keep = (
+        latent_cache.kept_steps(settings, first.steps)
+        if settings.semantic_cache and text_to_image
+        else []
+    )
+    alive = {ctx.job_id: ctx for ctx in contexts}
+    groups: dict[int, list[ImageWork]] = defaultdict(list)
+    for image in images:
+        if image.latents is None:
+            groups[image.start].append(image)
+
+    def progress(step: int, total: int) -> None:
+        for job_id, ctx in list(alive.items()):
+            try:
+                ctx.on_step(step, total)
+            except StageAborted:
+                del alive[job_id]  # canceled: its images are finished but not kept
+        if not alive:
+            raise StageAborted("every job of the batch was canceled")
+
+    # After running out of accelerator memory, a job's retry draws one image at a time.
+    chunk = min((ctx.max_batch or len(images)) for ctx in contexts)
+    runs = [
+        (start, group[i : i + chunk])
+        for start, group in sorted(groups.items())
+        for i in range(0, len(group), chunk)
+    ]
+    for start, group in runs:
+        result = denoise_batch(
+            parts,
+            [image.item for image in group],
+            steps=first.steps,
+            height=first.height,
+            width=first.width,
+            guidance=first.guidance,
+            strength=first.strength,
+            sampler=first.scheduler,
+            resume=torch.cat([image.resume for image in group]) if start else None,  # type: ignore[misc]
+            resume_step=start,
+            keep_steps=keep if start == 0 else (),
+            on_step=progress,
+            # A canceled job's images leave the batch at the next step.
+            dropped=lambda group=group: [  # type: ignore[misc]
+                row for row, image in enumerate(group) if image.ctx.job_id not in alive
+            ],
+        )
+        for row, image in enumerate(group):
+            image.latents = result.latents[row : row + 1]
+            image.kept = {step: latents[row : row + 1] for step, latents in result.kept.items()}
+
+    # 3. Per job: its latents, its record, and the cache entries its fresh images make.
+    results: dict[str, StageResult | StageAborted] = {}
+    for ctx in contexts:
+        if ctx.job_id not in alive:
+            results[ctx.job_id] = StageAborted("canceled")
+            continue
+        mine = [image for image in images if image.ctx is ctx]
+        results[ctx.job_id] = _job_result(
+            ctx, mine, pooled[ctx.job_id], semantic_key, len(contexts), len(images)
+        )
+    return results
+
+
+def _job_result(
+    ctx: StageContext,
+    images: list[ImageWork],
+    pooled: torch.Tensor | None,
+    semantic_key: str,
+    batch_jobs: int,
+    batch_images: int,
+) -> StageResult:
+    runtime = ctx.runtime
+    finals: list[torch.Tensor] = []
+    for image in images:
+        assert image.latents is not None, "every image was either drawn or found in the cache"
+        finals.append(image.latents)
+    latents = torch.cat(finals)
+    uri = runtime.save_tensors(job_key(ctx.job_id, "latents.safetensors"), {"latents": latents})
+    entries = new_entries(ctx, images, finals, pooled, semantic_key)
+    used = [image.hit_entry for image in images if image.hit_entry is not None]
+    record = cache_record(images, ctx.spec.steps, batch_jobs, batch_images)
+
+    def persist(session: Session, job_id: str) -> None:
+        session.add_all(entries)
+        latent_cache.mark_used(session, used)
+
+    output = DenoiseOutput(latents=uri, cache=record)
+    return StageResult(output, persist, artifacts={uri: {"latents": latents}})
