@@ -100,7 +100,7 @@ def test_the_openai_client_generates_edits_and_lists_models(
 
     # 5. A caller that gives up waiting loses nothing: its job runs on to the end.
     with pytest.raises(openai.APITimeoutError):
-        client.with_options(timeout=0.5).images.generate(prompt="a slow fox", size="256x256")
+        client.with_options(timeout=0.5).images.generate(prompt="a slow fox", size="512x512")
     mine = httpx.get(f"{base}/v1/jobs", params={"limit": 1}, headers=bearer).json()["jobs"]
     assert mine[0]["prompt"] == "a slow fox"
     assert dep.client.job(mine[0]["id"]).wait(timeout=120)["status"] == "succeeded"

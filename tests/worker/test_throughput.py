@@ -16,6 +16,7 @@ import imggen
 from migrations import upgrade
 from producer.db import in_transaction
 from producer.models import LatentCacheEntry
+from producer.stage_outputs import DenoiseOutput
 from testbed.deployments import Deployment, embedded, with_worker
 from worker.process import start_worker, stop_worker
 from worker.queue.sweeper import Sweeper
@@ -30,14 +31,14 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _denoise_record(dep: Deployment, job_id: str) -> dict[str, Any]:
+def _denoise_output(dep: Deployment, job_id: str) -> DenoiseOutput:
     from producer.jobs import get_job
 
-    def read(session: Any) -> dict[str, Any]:
+    def read(session: Any) -> DenoiseOutput:
         run = next(
             r for r in get_job(session, job_id, full=True).stage_runs if r.stage == "denoise"
         )
-        return dict(run.output or {})
+        return DenoiseOutput.model_validate(run.output)
 
     return in_transaction(dep.settings.resolved_database_url, read)
 
@@ -66,8 +67,8 @@ def test_compatible_jobs_share_a_batch_and_draw_what_they_would_alone(
     for _ in with_worker(dep):
         infos = [h.wait(timeout=WAIT_S) for h in handles]
     assert [info["status"] for info in infos] == ["succeeded"] * 4
-    records = [_denoise_record(dep, h.id) for h in handles]
-    assert {r["cache"]["batch_jobs"] for r in records} == {4}, records
+    records = [_denoise_output(dep, h.id).cache for h in handles]
+    assert {r.batch_jobs for r in records} == {4}, records
 
     parts = imggen.load_components(tiny_model_dir, "cpu")
     for i, (handle, prompt) in enumerate(zip(handles, prompts, strict=True)):
@@ -80,7 +81,7 @@ def test_compatible_jobs_share_a_batch_and_draw_what_they_would_alone(
             width=64,
             guidance=5.0,
         )
-        batched = load_file(_denoise_record(dep, handle.id)["latents"])["latents"]
+        batched = load_file(_denoise_output(dep, handle.id).latents)["latents"]
         torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
 
 
@@ -106,13 +107,13 @@ def cached(home: Path, tiny_model_dir: Path) -> Iterator[Deployment]:
 def test_an_identical_job_reuses_the_stored_result(cached: Deployment) -> None:
     first = cached.client.submit("a lighthouse", seed=5, **SHAPE).wait(timeout=WAIT_S)
     again = cached.client.submit("a lighthouse", seed=5, **SHAPE).wait(timeout=WAIT_S)
-    record = _denoise_record(cached, again["id"])["cache"]
-    assert (record["exact_hits"], record["unet_steps"], record["steps_saved"]) == (2, 0, 20)
+    record = _denoise_output(cached, again["id"]).cache
+    assert (record.exact_hits, record.unet_steps, record.steps_saved) == (2, 0, 20)
     assert [Path(i["uri"]).read_bytes() for i in again["images"]] == [
         Path(i["uri"]).read_bytes() for i in first["images"]
     ]
     off = cached.client.submit("a lighthouse", seed=5, cache=False, **SHAPE).wait(timeout=WAIT_S)
-    assert _denoise_record(cached, off["id"])["cache"]["unet_steps"] == 20
+    assert _denoise_output(cached, off["id"]).cache.unet_steps == 20
 
 
 def test_a_similar_prompt_starts_from_a_cached_intermediate_latent(cached: Deployment) -> None:
@@ -121,13 +122,13 @@ def test_a_similar_prompt_starts_from_a_cached_intermediate_latent(cached: Deplo
         timeout=WAIT_S
     )
     assert similar["status"] == "succeeded"
-    record = _denoise_record(cached, similar["id"])["cache"]
-    assert record["semantic_hits"] == 2 and record["skipped_steps"] == [5, 5]
-    assert record["unet_steps"] == 10 and all(s is not None for s in record["similarity"])
+    record = _denoise_output(cached, similar["id"]).cache
+    assert record.semantic_hits == 2 and record.skipped_steps == [5, 5]
+    assert record.unet_steps == 10 and all(s is not None for s in record.similarity)
     off = cached.client.submit("lighthouse at dawn", seed=3, cache=False, **SHAPE).wait(
         timeout=WAIT_S
     )
-    assert _denoise_record(cached, off["id"])["cache"]["semantic_hits"] == 0
+    assert _denoise_output(cached, off["id"]).cache.semantic_hits == 0
 
 
 def test_the_cache_is_bounded(cached: Deployment) -> None:
