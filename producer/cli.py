@@ -19,7 +19,7 @@ from rich.table import Table
 from producer.client import Client, JobHandle
 from producer.errors import ImggenError, InvalidJobSpec, JobNotFound, JobTimeout
 from producer.models import JobStatus
-from producer.spec import SCHEDULERS, parse_size
+from producer.spec import LANES, MAX_PRIORITY, SCHEDULERS, parse_size
 
 app = typer.Typer(help="imggen: image generation as background jobs.", no_args_is_help=True)
 out = Console()
@@ -84,6 +84,12 @@ def submit(
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Allow the exact and semantic caches.")
     ] = True,
+    lane: Annotated[
+        str, typer.Option(help=f"{' or '.join(LANES)}: interactive work is taken first.")
+    ] = "interactive",
+    priority: Annotated[
+        int, typer.Option(help=f"Within the lane, higher first (0-{MAX_PRIORITY}).")
+    ] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[
         float | None, typer.Option(help="With --wait: give up after this many seconds.")
@@ -103,6 +109,8 @@ def submit(
         "keep_best": keep_best,
         "rank_by": by,
         "cache": cache,
+        "lane": lane,
+        "priority": priority,
     }
     if image is not None:
         fields["strength"] = strength
@@ -201,10 +209,15 @@ def _follow(handle: JobHandle, timeout: float | None, *, show_progress: bool) ->
             bar = progress.add_task(f"job {handle.id[:8]}", total=None)
 
             def show(info: dict[str, Any]) -> None:
-                step = info["progress"]
+                step, description = info["progress"], f"{info['status']} {info['stage'] or ''}"
+                place = info.get("queue")
+                if place is not None:  # waiting at its stage: where, and until about when
+                    eta = place["eta_seconds"]
+                    description += f", #{place['position'] + 1} in line"
+                    description += f", ETA {eta:.0f} s" if eta is not None else ""
                 progress.update(
                     bar,
-                    description=f"job {handle.id[:8]} {info['status']} {info['stage'] or ''}",
+                    description=f"job {handle.id[:8]} {description}",
                     completed=step["step"] or 0,
                     total=step["total"],
                 )

@@ -8,7 +8,9 @@ gets the current state, and without Redis (the embedded default) listeners fall 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator
 from functools import lru_cache
 
@@ -57,3 +59,49 @@ async def changes(redis_url: str | None, job_id: str) -> AsyncGenerator[None, No
     while True:
         yield
         await asyncio.sleep(POLL_S)
+
+
+class Watch:
+    """Blocking wake-ups on one job's changes, for code that waits in a thread (``Client.wait``,
+    ``imggen wait``): ``wait(s)`` returns at the next notification, or after ``s`` seconds.
+    Subscribed before the caller's first read, so no change falls between a read and the wait.
+    Without Redis, or while it does not answer, it only sleeps."""
+
+    def __init__(self, redis_url: str | None, job_id: str) -> None:
+        self._pubsub: redis.client.PubSub | None = None
+        if redis_url is None:
+            return
+        try:
+            pubsub = _client(redis_url).pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(channel(job_id))
+            self._pubsub = pubsub
+        except redis.RedisError:
+            log.info("job events from Redis unavailable; polling for %s", job_id, exc_info=True)
+
+    @property
+    def pushed(self) -> bool:
+        """Whether changes are pushed (else each wait is a plain sleep)."""
+        return self._pubsub is not None
+
+    def wait(self, seconds: float) -> None:
+        if self._pubsub is None:
+            time.sleep(seconds)
+            return
+        try:
+            self._pubsub.get_message(timeout=seconds)
+        except (redis.RedisError, OSError):
+            log.info("job events from Redis lost; polling", exc_info=True)
+            self.close()
+            time.sleep(seconds)
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._pubsub.close()
+            self._pubsub = None
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, object_session, selectinload
 
 from producer.errors import JobNotFound
 from producer.models import (
@@ -27,6 +27,7 @@ from producer.models import (
 )
 from producer.outbox import add_message
 from producer.pipeline import STAGES
+from producer.scheduling import place_in_queue
 from producer.spec import JobSpec
 from producer.stage_outputs import cache_record, read_output
 from producer.views import public_view
@@ -70,6 +71,8 @@ def create_job(
         batch_key=batch_key(spec, model),
         owner_key_id=owner_key_id,
         idempotency_key=idempotency_key,
+        lane=spec.lane,
+        priority=spec.priority,
         status=JobStatus.QUEUED.value,
         spec=spec.model_dump(mode="json"),
         model=model,
@@ -156,13 +159,17 @@ def cancel_job(session: Session, job_id: str) -> bool:
     return True
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """The job as plain JSON-able data: what the CLI prints and the client returns."""
+def job_view(job: Job, *, place: bool = False) -> dict[str, Any]:
+    """The job as plain JSON-able data: what the CLI prints and the client returns.
+
+    ``place``: also where it waits in its stage's queue (position, ETA), if it waits.
+    """
     return {
         "id": job.id,
         "status": job.status,
         "stage": job.stage,
         "progress": {"step": job.progress_step, "total": job.progress_total},
+        "queue": _place(job) if place else None,
         "model": job.model,
         "prompt": job.prompt,
         "expanded_prompt": job.expanded_prompt,
@@ -207,6 +214,17 @@ def job_view(job: Job) -> dict[str, Any]:
             for image in job.images
         ],
     }
+
+
+def _place(job: Job) -> dict[str, Any] | None:
+    session = object_session(job)
+    waiting = any(
+        run.stage == job.stage and run.status == StageStatus.QUEUED.value for run in job.stage_runs
+    )
+    if session is None or job.stage is None or not waiting:
+        return None
+    found = place_in_queue(session, job.id, job.stage, utcnow())
+    return found.as_json() if found else None
 
 
 def list_jobs(

@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -111,6 +112,11 @@ class Job(Base):
         ForeignKey("api_keys.id", name="fk_jobs_owner_key_id"), index=True
     )
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # How its stages are scheduled (see scheduling.py): copied from the spec, for the ordering.
+    lane: Mapped[str] = mapped_column(
+        String(16), default="interactive", server_default="interactive"
+    )
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     seed: Mapped[int] = mapped_column(BigInteger)
     stage: Mapped[str | None] = mapped_column(String(16))
     progress_step: Mapped[int | None] = mapped_column(Integer)
@@ -133,7 +139,10 @@ class StageRun(Base):
     """One stage of one job: its attempts, lease, timing, error and output (artifact URIs, text)."""
 
     __tablename__ = "stage_runs"
-    __table_args__ = (UniqueConstraint("job_id", "stage"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "stage"),
+        Index("ix_stage_runs_stage_status", "stage", "status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -28,10 +28,13 @@ MAX_IMAGES = 8
 MAX_STEPS = 150
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
+MAX_PRIORITY = 9
 
 
 # Samplers a job may name instead of its model's own scheduler (built by imggen.samplers, which
 # lists the same names).
+Lane = Literal["interactive", "bulk"]
+LANES: tuple[str, ...] = get_args(Lane)
 Scheduler = Literal["ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc"]
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
@@ -83,6 +86,10 @@ class JobSpec(BaseModel):
     callback_events: Literal["terminal", "all"] = "terminal"
     user: str | None = Field(default=None, max_length=200)
     """The caller's own id for its end user, recorded with the job (OpenAI's ``user``)."""
+    lane: Lane = "interactive"
+    """``interactive`` work is taken before ``bulk`` work at every stage."""
+    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
+    """Within a lane, higher first."""
 
     @field_validator(
         "prompt", "negative_prompt", "model", "callback_url", "user", "rank_by", mode="before"

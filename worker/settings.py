@@ -38,6 +38,10 @@ class WorkerSettings(Settings):
     batch_max_images: int = 8
     """Denoise compatible jobs together, up to this many images a batch (1: no batching)."""
 
+    batch_wait_seconds: float = 5.0
+    """During a backlog, how long bulk work at denoise lets compatible jobs still at earlier
+    stages catch up, to fill its batch (interactive work never waits)."""
+
     exact_cache: bool = True
     """Reuse the latents of an identical earlier image instead of denoising again."""
 

@@ -12,6 +12,11 @@ class Progress(BaseModel):
     total: int | None
 
 
+class QueuePlace(BaseModel):
+    position: int  # runs of its stage to be taken before it
+    eta_seconds: float | None  # None until the stages have been measured
+
+
 class StageView(BaseModel):
     stage: str
     status: str
@@ -44,6 +49,7 @@ class JobView(BaseModel):
     status: str
     stage: str | None
     progress: Progress
+    queue: QueuePlace | None = None  # where it waits, while it waits at a stage
     model: str
     prompt: str | None
     expanded_prompt: str | None

@@ -80,7 +80,7 @@ def owned_view(client: Client, key: ApiKey, job_id: str) -> dict[str, Any] | Non
 
     def read(session: Any) -> dict[str, Any] | None:
         job = get_job(session, job_id, full=True)
-        return job_view(job) if job.owner_key_id == key.id else None
+        return job_view(job, place=True) if job.owner_key_id == key.id else None
 
     try:
         return in_transaction(client.settings.resolved_database_url, read)

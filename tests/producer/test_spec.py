@@ -71,6 +71,9 @@ def test_a_missing_seed_is_drawn_once_and_kept() -> None:
         ({"model": "a b"}, "model"),
         ({"colour": "red"}, "colour"),
         ({"steps": "many"}, "steps"),
+        ({"lane": "express"}, "lane"),
+        ({"priority": 10}, "priority"),
+        ({"priority": -1}, "priority"),
     ],
 )
 def test_bad_fields_are_rejected_by_name(change: dict[str, Any], field: str) -> None:

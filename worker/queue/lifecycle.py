@@ -29,7 +29,7 @@ from producer.pipeline import next_stage
 from producer.spec import JobSpec
 from producer.stage_outputs import EarlierOutputs
 from worker.queue import handoff
-from worker.queue.claims import Claimed, Refusal, Refused, claim_companions, claim_stage
+from worker.queue.claims import Batching, Claimed, Refusal, Refused, claim_companions, claim_next
 from worker.queue.commits import commit_stage, record_failure
 from worker.queue.monitor import StageMonitor
 from worker.queue.retry import Fail, FailureKind, decide
@@ -55,8 +55,9 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
     runtime = get_runtime()
     claim = _claim(runtime, job_id, stage)
     if isinstance(claim, Refused):
-        if claim.reason is Refusal.BUSY:
-            # A live lease elsewhere: look again when it would have expired, without an attempt.
+        if claim.reason in (Refusal.BUSY, Refusal.WAITING):
+            # A live lease elsewhere (look again when it would have expired), or bulk work letting
+            # compatible jobs catch up: without an attempt.
             raise task.retry(countdown=claim.retry_in, max_retries=None)
         log.info("job %s %s: not run (%s)", job_id, stage, claim.reason.value)
         return claim.reason.value
@@ -82,18 +83,23 @@ def _run_claimed(
 
 
 def _claim(runtime: Runtime, job_id: str, stage: str) -> Claimed | Refused:
+    """The run of ``stage`` the scheduler puts first (``job_id``: the job the message named)."""
     settings = runtime.settings
+    batching = None
+    if STAGES[stage].batched and settings.batch_max_images > 1:
+        batching = Batching(settings.batch_max_images, settings.batch_wait_seconds)
     claim = in_transaction(
         settings.resolved_database_url,
-        lambda session: claim_stage(
+        lambda session: claim_next(
             session,
-            job_id,
             stage,
+            job_id,
             lease_seconds=settings.stage_lease_seconds,
             max_attempts=settings.stage_max_attempts,
+            batching=batching,
         ),
     )
-    notify(settings.resolved_redis_url, job_id)
+    notify(settings.resolved_redis_url, claim.job.id if isinstance(claim, Claimed) else job_id)
     return claim
 
 
