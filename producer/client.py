@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,7 @@ class Client:
         if prompt is not None:
             fields["prompt"] = prompt
         fields["has_input_image"] = image is not None
-        spec = validate_spec(fields, self.settings.webhook_allowed_hosts)
-        self._check_served(spec)
+        spec = self.prepare(fields)
         checked = None
         if image is not None:
             checked = validate_input_image(
@@ -138,6 +137,30 @@ class Client:
         except Exception:  # noqa: BLE001 - a broker or database hiccup after the commit
             log.warning("job %s recorded; its message waits in the outbox", job_id, exc_info=True)
         return JobHandle(self, job_id)
+
+    def submit_batch(
+        self,
+        rows: Iterable[dict[str, Any]],
+        *,
+        name: str,
+        skip_invalid: bool = False,
+        **defaults: Any,
+    ) -> str:
+        """Submit ``rows`` (each a job's fields over ``defaults``) as the batch ``name``, in the
+        bulk lane; returns its id. Every row is checked first (raises InvalidRows naming each
+        bad one, and writes nothing, unless ``skip_invalid``); the same name resumes it."""
+        from producer import batches
+
+        numbered = list(enumerate(rows, 1))
+        return batches.submit(
+            self, name, numbered, defaults=defaults, skip_invalid=skip_invalid
+        ).batch_id
+
+    def prepare(self, fields: dict[str, Any]) -> JobSpec:
+        """A job's fields validated as a spec this deployment can run; raises InvalidJobSpec."""
+        spec = validate_spec(fields, self.settings.webhook_allowed_hosts)
+        self._check_served(spec)
+        return spec
 
     def _check_served(self, spec: JobSpec) -> None:
         """What JobSpec cannot judge alone: the model is one this deployment serves, and a

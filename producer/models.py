@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -92,11 +93,28 @@ class ApiKey(Base):
     webhook_secret_rotated_at: Mapped[datetime | None]
 
 
+class Batch(Base):
+    """A bulk run: jobs submitted together under one name, watched and steered together."""
+
+    __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("owner_key_id", "name", name="uq_batches_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", name="fk_batches_owner_key_id"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))  # active or paused
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Job(Base):
     __tablename__ = "jobs"
-    # A retried POST with the same Idempotency-Key finds the job the first one made.
     __table_args__ = (
+        # A retried POST with the same Idempotency-Key finds the job the first one made.
         UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+        # A batch holds each row of its file once (a resumed submission skips it).
+        UniqueConstraint("batch_id", "batch_row", name="uq_jobs_batch_row"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -117,6 +135,12 @@ class Job(Base):
         String(16), default="interactive", server_default="interactive"
     )
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("batches.id", name="fk_jobs_batch_id"), index=True
+    )
+    batch_row: Mapped[int | None] = mapped_column(Integer)  # the row's line in its file
+    # Its batch is paused: running stages finish, nothing more of it is claimed.
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     seed: Mapped[int] = mapped_column(BigInteger)
     stage: Mapped[str | None] = mapped_column(String(16))
     progress_step: Mapped[int | None] = mapped_column(Integer)
@@ -142,6 +166,7 @@ class StageRun(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "stage"),
         Index("ix_stage_runs_stage_status", "stage", "status"),
+        Index("ix_stage_runs_stage_started_at", "stage", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -93,14 +93,18 @@ def queue_sizes(app: Celery, queues: Sequence[str]) -> dict[str, int]:
         return {queue: channel.queue_declare(queue).message_count for queue in queues}
 
 
-def enqueue_stage(app: Celery, job_id: str, stage: str, attempt: int = 0) -> None:
+def enqueue_stage(
+    app: Celery, job_id: str, stage: str, attempt: int = 0, producer: Any = None
+) -> None:
     """Send the message that wakes a worker for ``stage`` of ``job_id``.
 
     The task id is deterministic per (job, stage, attempt), so a duplicate send is recognisable.
+    ``producer``: a kombu producer to send with (many messages over one connection).
     """
     app.send_task(
         task_name(stage),
         args=[job_id],
+        producer=producer,
         queue=queue_name(stage),
         task_id=f"{job_id}-{stage}-{attempt}",
         # One quick retry only: a message that cannot be sent stays in the outbox for the relay,

@@ -78,7 +78,7 @@ def waiting_runs(
         )
         .join(Job, Job.id == StageRun.job_id)
         .outerjoin(served, served.c.owner == _OWNER)
-        .where(StageRun.stage == stage, claimable, Job.status.in_(_ACTIVE))
+        .where(StageRun.stage == stage, claimable, Job.status.in_(_ACTIVE), Job.held.is_(False))
         .order_by(
             _INTERACTIVE_FIRST,
             Job.priority.desc(),

@@ -16,6 +16,7 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from producer import batch_cli
 from producer import cli as producer_cli
 from producer.cli import err, out
 from producer.pipeline import ALL_QUEUES
@@ -24,6 +25,7 @@ from worker.process import worker_argv, worker_environment
 
 app = typer.Typer(help=producer_cli.app.info.help, no_args_is_help=True)
 app.add_typer(producer_cli.app)  # no name: its commands sit beside these
+app.add_typer(batch_cli.app)
 models_app = typer.Typer(help="Model folders.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(models_app, name="models")

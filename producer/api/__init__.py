@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from producer.api import image_links, jobs, webhook_secret
+from producer.api import batches, image_links, jobs, webhook_secret
 from producer.api.a1111 import routes as a1111
 from producer.api.a1111.translate import A1111Error
 from producer.api.guards import RETRY_AFTER_S, BodySizeLimit, database_unavailable
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.client = Client(settings)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(openai_images.router)
     app.include_router(image_links.router)
     app.include_router(webhook_secret.router)

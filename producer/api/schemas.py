@@ -66,6 +66,35 @@ class JobView(BaseModel):
     urls: JobUrls | None = None
 
 
+class BatchView(BaseModel):
+    id: str
+    name: str
+    status: str  # active or paused
+    created_at: str
+    jobs: int
+    counts: dict[str, int]  # jobs by status
+    done: int  # jobs ended (succeeded, failed or canceled)
+    images_per_s: float  # over the last minute
+    eta_seconds: float | None
+
+
+class BatchList(BaseModel):
+    batches: list[BatchView]
+
+
+class RowRefusal(BaseModel):
+    row: int
+    field: str
+    msg: str
+
+
+class BatchSubmitted(BaseModel):
+    batch: BatchView
+    submitted: int  # rows that became jobs now
+    already: int  # rows the batch held already
+    invalid: list[RowRefusal]  # skipped (skip_invalid)
+
+
 class JobList(BaseModel):
     jobs: list[JobView]
     next_cursor: str | None

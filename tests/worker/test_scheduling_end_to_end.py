@@ -1,9 +1,16 @@
 """The scheduler through one real worker on the default layout (every queue, concurrency 1),
 Redis and PostgreSQL: batches form during a bulk backlog, interactive work overtakes it, and a
-waiting client learns of a job's end from the workers' events, not its next poll."""
+waiting client learns of a job's end from the workers' events, not its next poll; a bulk file
+becomes a batch, and its exported gallery sorts in a real browser (headless chromium)."""
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +92,68 @@ def test_waiting_is_woken_by_the_job_events_not_the_next_poll(one_worker: Deploy
     )
     assert info["status"] == "succeeded"
     assert time.monotonic() - started < 20.0
+
+
+def _dom(chromium: str, page: Path, fragment: str) -> str:
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+    done = subprocess.run(
+        [*command, f"{page.as_uri()}#{fragment}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_bulk_file_becomes_a_batch_and_its_gallery_works_in_a_real_browser(
+    one_worker: Deployment, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": "x", "steps": 0}\n')
+    refused = one_worker.cli("bulk", str(bad), "--name", "bad")
+    assert refused.returncode == 2 and "line 2: steps" in refused.stderr, refused.stderr
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a fox number {i}\n" for i in range(6)))
+    options = ["--name", "gallery", "--n", "1", "--steps", "4", "--size", "64x64", "--json"]
+    ran = one_worker.cli("bulk", str(prompts), *options, timeout=WAIT_S)
+    assert ran.returncode == 0, ran.stderr
+    made = json.loads(ran.stdout)
+    assert made["submitted"] == 6
+    again = json.loads(one_worker.cli("bulk", str(prompts), *options, "--no-wait").stdout)
+    assert (again["id"], again["submitted"], again["already"]) == (made["id"], 0, 6)
+    shown = json.loads(one_worker.cli("batch", made["id"], "--json").stdout)
+    assert shown["counts"]["succeeded"] == 6 and shown["done"] == 6
+
+    folder = tmp_path / "export"
+    assert one_worker.cli("export", made["id"], str(folder)).returncode == 0
+    with (folder / "jobs.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and all(Path(folder, row["image"]).is_file() for row in rows)
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (apt-get install chromium): the gallery is not opened")
+    descending = sorted(rows, key=lambda row: (-float(row["sharpness"]), int(row["row"])))
+    ascending = sorted(rows, key=lambda row: (float(row["sharpness"]), int(row["row"])))
+    for order, expected in (("desc", descending), ("asc", ascending)):
+        dom = _dom(chromium, folder / "index.html", f"sort=sharpness&order={order}")
+        files = re.findall(r'<figure[^>]*data-file="([^"]+)"', dom)
+        assert files == [row["image"] for row in expected], (order, files)
+        assert dom.count('data-loaded="1"') == 6, "every thumbnail rendered"
+    screenshot = tmp_path / "gallery.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1000,700",
+            f"--screenshot={screenshot}",
+            (folder / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = os.environ.get("IMGGEN_TEST_SCREENSHOTS")
+    if saved:
+        shutil.copy(screenshot, Path(saved) / "gallery.png")

@@ -39,6 +39,7 @@ class Refusal(enum.Enum):
     EXHAUSTED = "exhausted"  # no attempts left: the job has been failed
     NOT_READY = "not_ready"  # an earlier stage has not finished: a stray message
     WAITING = "waiting"  # bulk work waiting for compatible jobs still at earlier stages
+    HELD = "held"  # its batch is paused: resumed, its waiting stage gets a message of its own
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ _CLAIM_RUN = (
         StageRun.attempts < bindparam("max_attempts"),
         (StageRun.status == QUEUED)
         | ((StageRun.status == RUNNING) & (StageRun.lease_expires_at < bindparam("now"))),
-        StageRun.job_id.in_(select(Job.id).where(job_is_active)),
+        StageRun.job_id.in_(select(Job.id).where(job_is_active, Job.held.is_(False))),
     )
     .values(
         status=RUNNING,
@@ -169,6 +170,8 @@ def _why_refused(
     job, run = session.get(Job, job_id), stage_run(session, job_id, stage)
     if job is None or run is None or job.status not in ACTIVE_VALUES:
         return Refused(Refusal.ENDED)
+    if job.held:
+        return Refused(Refusal.HELD)
     if run.status == StageStatus.SUCCEEDED.value:
         return Refused(Refusal.DONE)
     if run.status == StageStatus.PENDING.value:

@@ -1,0 +1,262 @@
+"""Scheduling: imggen against a plain diffusers loop over the same model folder, side by side.
+
+    python -m bench.scheduling [--jobs 48] [--backlog 300] [--quick]
+
+1. bulk throughput: the same bulk jobs through one default worker (every queue, concurrency 1)
+   on Redis + PostgreSQL and on the embedded default, against a ``StableDiffusionPipeline`` loop
+   at 1 job a call and at 4 jobs a call (same prompts, seeds, steps, size; PNGs written);
+2. interactive latency under a bulk backlog: an interactive job's end-to-end time while the
+   backlog is queued, against the same job alone (p50, p95);
+3. one job at a time through ``submit().wait()``, against the 1-job-a-call loop;
+4. submissions: jobs a second into PostgreSQL + Redis, ``Client.submit`` in a loop and one
+   10,000-row batch.
+
+The model: the shapes model imggen ships (64x64, 25 steps, 2 images a job, guidance 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from bench.common import Table, cluster, print_table
+from imggen.shapes import PRETRAINED
+from producer import batches
+from testbed.cluster import Cluster
+from testbed.deployments import embedded, with_worker
+from testbed.services import RedisServer, postgres_database
+
+SHAPE: dict[str, Any] = {"n": 2, "steps": 25, "width": 64, "height": 64, "guidance": 4.0}
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+SHAPES = ["circle", "square", "triangle", "cross"]
+
+
+def prompts(count: int) -> list[str]:
+    return [
+        f"a {COLOURS[i % 8]} {SHAPES[i // 8 % 4]} on a {COLOURS[(i + 3) % 8]} background"
+        for i in range(count)
+    ]
+
+
+@dataclass
+class Throughput:
+    label: str
+    jobs: int
+    seconds: float
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.seconds
+
+
+def plain_loop(model: Path, texts: list[str], per_call: int, out: Path) -> Throughput:
+    """What a short script does: one pipeline, ``per_call`` jobs (2 images each) a call."""
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model, local_files_only=True, use_safetensors=True, safety_checker=None
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe(texts[0], num_inference_steps=2, height=64, width=64)  # warm up
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for first in range(0, len(texts), per_call):
+        batch = texts[first : first + per_call]
+        seeds = [seed for i in range(len(batch)) for seed in (first + i, first + i + 1000)]
+        images = pipe(
+            batch,
+            num_images_per_prompt=2,
+            generator=[torch.Generator().manual_seed(s) for s in seeds],
+            num_inference_steps=SHAPE["steps"],
+            height=SHAPE["height"],
+            width=SHAPE["width"],
+            guidance_scale=SHAPE["guidance"],
+        ).images
+        for seed, image in zip(seeds, images, strict=True):
+            image.save(out / f"{seed}.png")
+    label = f"plain diffusers loop, {per_call} job{'s' if per_call > 1 else ''} a call"
+    return Throughput(label, len(texts), time.perf_counter() - started)
+
+
+def through_queue(label: str, client: Any, texts: list[str], lane: str) -> Throughput:
+    started = time.perf_counter()
+    handles = [client.submit(t, seed=i, lane=lane, **SHAPE) for i, t in enumerate(texts)]
+    for handle in handles:
+        assert handle.wait(timeout=3600)["status"] == "succeeded"
+    return Throughput(label, len(texts), time.perf_counter() - started)
+
+
+def one_at_a_time(label: str, client: Any, texts: list[str]) -> Throughput:
+    started = time.perf_counter()
+    for i, text in enumerate(texts):
+        assert client.submit(text, seed=i, **SHAPE).wait(timeout=600)["status"] == "succeeded"
+    return Throughput(label, len(texts), time.perf_counter() - started)
+
+
+@dataclass
+class Latency:
+    alone_s: list[float]
+    under_bulk_s: list[float]
+    backlog: int
+
+
+def interactive_latency(queue: Cluster, backlog: int, samples: int) -> Latency:
+    def one(seed: int) -> float:
+        started = time.perf_counter()
+        handle = queue.client.submit("a red circle on a white background", seed=seed, **SHAPE)
+        assert handle.wait(timeout=600)["status"] == "succeeded"
+        return time.perf_counter() - started
+
+    alone = [one(10_000 + i) for i in range(samples)]
+    bulk = [
+        queue.client.submit(t, seed=20_000 + i, lane="bulk", **SHAPE)
+        for i, t in enumerate(prompts(backlog))
+    ]
+    under = [one(30_000 + i) for i in range(samples)]
+    for handle in bulk:
+        handle.wait(timeout=3600)
+    return Latency(alone, under, backlog)
+
+
+def submission_rates(queue: Cluster, count: int, batch_rows: int) -> list[Throughput]:
+    """Jobs a second into PostgreSQL + Redis: one ``Client.submit`` a job, and one batch."""
+    queue.stop()  # nothing consumes: only the producer side is timed
+    started = time.perf_counter()
+    for i, text in enumerate(prompts(count)):
+        queue.client.submit(text, seed=i, lane="bulk", **SHAPE)
+    label = f"Client.submit in a loop, {count} jobs"
+    loop = Throughput(label, count, time.perf_counter() - started)
+    rows = [(i, {"prompt": text, "seed": i}) for i, text in enumerate(prompts(batch_rows), 1)]
+    started = time.perf_counter()
+    done = batches.submit(queue.client, "bench", rows, defaults=SHAPE)
+    assert done.submitted == batch_rows
+    label = f"one batch (imggen bulk, Client.submit_batch), {batch_rows} rows"
+    return [loop, Throughput(label, batch_rows, time.perf_counter() - started)]
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
+
+
+def tables(
+    throughput: list[Throughput],
+    single: list[Throughput],
+    latency: Latency,
+    submits: list[Throughput],
+) -> list[Table]:
+    reference = next(t for t in throughput if "4 jobs a call" in t.label).jobs_per_s
+    bulk = Table(
+        f"1. Bulk throughput, {throughput[0].jobs} jobs (64x64, 25 steps, 2 images), one worker",
+        ["path:", "jobs/s", "vs the 4-jobs-a-call loop"],
+        [[t.label, f"{t.jobs_per_s:.2f}", f"{t.jobs_per_s / reference:.2f}"] for t in throughput],
+    )
+    single_ref = next(t for t in single if "1 job a call" in t.label).jobs_per_s
+    one = Table(
+        f"3. One job at a time, {single[0].jobs} jobs",
+        ["path:", "jobs/s", "vs the 1-job-a-call loop"],
+        [[t.label, f"{t.jobs_per_s:.2f}", f"{t.jobs_per_s / single_ref:.2f}"] for t in single],
+    )
+    alone, under = latency.alone_s, latency.under_bulk_s
+    wait = Table(
+        f"2. An interactive job's end-to-end time, alone and with {latency.backlog} bulk jobs "
+        "queued ahead of it",
+        ["", "p50 s", "p95 s", "p95 vs alone"],
+        [
+            ["alone", f"{statistics.median(alone):.2f}", f"{_p95(alone):.2f}", "1.00"],
+            [
+                "under the bulk backlog",
+                f"{statistics.median(under):.2f}",
+                f"{_p95(under):.2f}",
+                f"{_p95(under) / _p95(alone):.2f}",
+            ],
+        ],
+    )
+    rate = Table(
+        "4. Submissions into PostgreSQL + Redis",
+        ["path:", "jobs", "seconds", "jobs/s"],
+        [[t.label, str(t.jobs), f"{t.seconds:.1f}", f"{t.jobs_per_s:.0f}"] for t in submits],
+    )
+    return [bulk, wait, one, rate]
+
+
+@contextlib.contextmanager
+def _redis(root: Path) -> Iterator[str]:
+    server = RedisServer(root)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=48, help="bulk jobs for table 1")
+    parser.add_argument("--single", type=int, default=12, help="jobs for table 3")
+    parser.add_argument("--backlog", type=int, default=300, help="bulk jobs for table 2")
+    parser.add_argument("--samples", type=int, default=8, help="interactive jobs for table 2")
+    parser.add_argument("--submissions", type=int, default=1000, help="jobs for table 4")
+    parser.add_argument("--batch-rows", type=int, default=10_000, help="rows for table 4")
+    parser.add_argument("--quick", action="store_true", help="small runs (a smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.single, args.backlog, args.samples = 8, 4, 16, 2
+        args.submissions, args.batch_rows = 50, 200
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(os.cpu_count() or 1)
+    texts = prompts(args.jobs)
+    with tempfile.TemporaryDirectory() as tmp, _redis(Path(tmp)) as redis_url:
+        root = Path(tmp)
+        throughput = [
+            plain_loop(PRETRAINED, texts, 1, root / "loop-1"),
+            plain_loop(PRETRAINED, texts, 4, root / "loop-4"),
+        ]
+        single = [plain_loop(PRETRAINED, texts[: args.single], 1, root / "single-loop")]
+        with postgres_database() as database_url:
+            queue = cluster(root, "default", PRETRAINED, redis_url, database_url)
+            queue.start_worker(concurrency=1)
+            queue.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
+            throughput.append(
+                through_queue(
+                    "imggen, one default worker (Redis + PostgreSQL)", queue.client, texts, "bulk"
+                )
+            )
+            single.append(
+                one_at_a_time(
+                    "imggen submit().wait(), Redis + PostgreSQL", queue.client, texts[: args.single]
+                )
+            )
+            latency = interactive_latency(queue, args.backlog, args.samples)
+            submits = submission_rates(queue, args.submissions, args.batch_rows)
+        (root / "embedded").mkdir()
+        dep = embedded("embedded", root / "embedded", PRETRAINED)
+        for running in with_worker(dep):
+            running.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
+            throughput.append(
+                through_queue(
+                    "imggen, embedded default (SQLite, SQL broker)", running.client, texts, "bulk"
+                )
+            )
+            single.append(
+                one_at_a_time(
+                    "imggen submit().wait(), embedded default", running.client, texts[: args.single]
+                )
+            )
+    print(f"# imggen scheduling, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, shapes model")
+    for table in tables(throughput, single, latency, submits):
+        print_table(table)
+
+
+if __name__ == "__main__":
+    main()

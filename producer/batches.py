@@ -1,0 +1,413 @@
+"""Bulk runs: many jobs submitted under one name, then watched and steered together.
+
+A batch's rows are validated first, every one of them: each bad row is reported by its line and
+field, and nothing is written unless the caller skips the bad rows. The jobs go in the bulk
+lane, inserted in a few statements in one transaction (jobs, their stage rows, their outbox
+rows); their first messages are then published over one broker connection (the relay sends
+whatever that leaves). The same name, for the same owner, resumes a batch: rows it holds
+already (by line) are not submitted again, and finished jobs are never redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from producer.catalog import native_size
+from producer.db import in_transaction
+from producer.errors import ImggenError, InvalidJobSpec
+from producer.jobs import batch_key, cancel_job, new_job_id
+from producer.models import (
+    ACTIVE,
+    Batch,
+    Image,
+    Job,
+    JobStatus,
+    OutboxMessage,
+    StageRun,
+    StageStatus,
+    utcnow,
+)
+from producer.outbox import add_message
+from producer.pipeline import STAGES
+from producer.queue import enqueue_stage, producer_app
+from producer.spec import JobSpec, check_storable, with_native_size
+
+if TYPE_CHECKING:
+    from producer.client import Client
+
+log = logging.getLogger(__name__)
+_ACTIVE = [status.value for status in ACTIVE]
+MAX_ROWS = 100_000
+SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.reason}"
+
+
+class InvalidRows(ImggenError):
+    """Rows that cannot be submitted, each by line and field; nothing was written."""
+
+    def __init__(self, errors: list[RowError]) -> None:
+        self.errors = errors
+        shown = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{len(errors)} invalid rows: {shown}{more}")
+
+
+@dataclass
+class Submitted:
+    batch_id: str
+    name: str
+    submitted: int  # rows that became jobs now
+    already: int  # rows the batch held already (a resumed submission)
+    invalid: list[RowError] = field(default_factory=list)  # skipped, when skipping was asked
+
+
+def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of a ``.txt`` (a prompt a line), ``.csv`` or ``.tsv`` (a header; a ``prompt``
+    column, else the first column is the prompt; other columns that are job fields are used),
+    or ``.jsonl`` file (any job field per row), each with its line number."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InvalidRows([RowError(0, "file", f"must end in one of {', '.join(SUFFIXES)}")])
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".txt":
+        return [
+            (i, {"prompt": line}) for i, line in enumerate(text.splitlines(), 1) if line.strip()
+        ]
+    if suffix == ".jsonl":
+        return read_json_lines(text)
+    return list(_table_rows(text, "\t" if suffix == ".tsv" else ","))
+
+
+def read_json_lines(text: str) -> list[tuple[int, dict[str, Any]]]:
+    """JSON lines as rows, each with its line number; raises InvalidRows naming a bad line."""
+    return list(_json_lines(text))
+
+
+def _json_lines(text: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InvalidRows([RowError(number, "row", f"not JSON: {exc}")]) from None
+        if not isinstance(row, dict):
+            raise InvalidRows([RowError(number, "row", "must be a JSON object")])
+        yield number, row
+
+
+def _table_rows(text: str, delimiter: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    header = [name.strip() for name in next(reader, [])]
+    if not header:
+        return
+    lower = [name.lower() for name in header]
+    prompt_at = lower.index("prompt") if "prompt" in lower else 0
+    fields = set(JobSpec.model_fields) - {"has_input_image", "prompt"}
+    for number, cells in enumerate(reader, 2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        row: dict[str, Any] = {"prompt": cells[prompt_at] if prompt_at < len(cells) else ""}
+        for name, cell in zip(lower, cells, strict=False):
+            if name in fields and cell.strip():
+                row[name] = _cell(cell.strip())
+        yield number, row
+
+
+def _cell(text: str) -> Any:
+    """A table cell as JSON where it reads as JSON (numbers, booleans), else as text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def prepare(
+    client: Client, rows: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any]
+) -> tuple[list[tuple[int, JobSpec]], list[RowError]]:
+    """Each row with ``defaults`` under it, as a bulk job's spec; the bad rows by line."""
+    if len(rows) > MAX_ROWS:
+        return [], [RowError(0, "rows", f"at most {MAX_ROWS} a batch, got {len(rows)}")]
+    specs, errors = [], []
+    for line, row in rows:
+        if "image" in row or "has_input_image" in row:
+            errors.append(RowError(line, "image", "batches are text-to-image"))
+            continue
+        try:
+            specs.append((line, client.prepare(defaults | row | {"lane": "bulk"})))
+        except InvalidJobSpec as exc:
+            errors += [RowError(line, name, reason) for name, reason in exc.errors.items()]
+    if not rows:
+        errors.append(RowError(0, "rows", "the batch has none"))
+    return specs, errors
+
+
+def submit(
+    client: Client,
+    name: str,
+    rows: list[tuple[int, dict[str, Any]]],
+    *,
+    defaults: dict[str, Any] | None = None,
+    owner_key_id: int | None = None,
+    skip_invalid: bool = False,
+) -> Submitted:
+    """Validate every row, then record the batch's new rows as jobs and send them."""
+    if not name.strip() or len(name) > 200:
+        raise InvalidJobSpec({"name": "must have 1 to 200 characters"})
+    try:
+        check_storable(name)
+    except ValueError as exc:
+        raise InvalidJobSpec({"name": str(exc)}) from None
+    specs, errors = prepare(client, rows, defaults or {})
+    if errors and not skip_invalid:
+        raise InvalidRows(errors)
+    settings, sizes = client.settings, {}
+    for _, spec in specs:
+        model = spec.model or settings.default_model
+        if model not in sizes:
+            sizes[model] = native_size(settings, model)
+
+    def record(session: Session) -> tuple[str, list[str], int]:
+        batch = session.scalars(
+            select(Batch).where(Batch.owner_key_id == owner_key_id, Batch.name == name)
+        ).one_or_none()
+        if batch is None:
+            batch = Batch(id=new_job_id(), name=name, owner_key_id=owner_key_id, status="active")
+            session.add(batch)
+            session.flush()
+        held = set(session.scalars(select(Job.batch_row).where(Job.batch_id == batch.id)).all())
+        new = [(line, spec) for line, spec in specs if line not in held]
+        ids = _insert_jobs(session, batch, new, owner_key_id, sizes, settings.default_model)
+        return batch.id, ids, len(specs) - len(new)
+
+    batch_id, ids, already = in_transaction(settings.resolved_database_url, record)
+    publish_first_stages(client, ids)
+    return Submitted(batch_id, name, len(ids), already, errors)
+
+
+def _insert_jobs(
+    session: Session,
+    batch: Batch,
+    rows: list[tuple[int, JobSpec]],
+    owner_key_id: int | None,
+    sizes: dict[str, tuple[int, int] | None],
+    default_model: str,
+) -> list[str]:
+    """The rows as jobs, their stage rows and first messages: a few INSERTs, not 7 a job."""
+    if not rows:
+        return []
+    now, jobs, runs, messages = utcnow(), [], [], []
+    for line, spec in rows:
+        model = spec.model or default_model
+        spec = with_native_size(spec, sizes[model])
+        job_id = new_job_id()
+        jobs.append(
+            {
+                "id": job_id,
+                "batch_key": batch_key(spec, model),
+                "owner_key_id": owner_key_id,
+                "lane": spec.lane,
+                "priority": spec.priority,
+                "batch_id": batch.id,
+                "batch_row": line,
+                "held": batch.status == "paused",
+                "status": JobStatus.QUEUED.value,
+                "spec": spec.model_dump(mode="json"),
+                "model": model,
+                "prompt": spec.prompt,
+                "seed": spec.seed,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        for i, stage in enumerate(STAGES):
+            first = i == 0
+            runs.append(
+                {
+                    "job_id": job_id,
+                    "stage": stage,
+                    "status": (StageStatus.QUEUED if first else StageStatus.PENDING).value,
+                    "attempts": 0,
+                    "enqueued_at": now if first else None,
+                    "sent_at": now if first else None,
+                }
+            )
+        messages.append({"job_id": job_id, "stage": STAGES[0], "available_at": now})
+    connection = session.connection()
+    connection.execute(insert(Job), jobs)
+    connection.execute(insert(StageRun), runs)
+    connection.execute(insert(OutboxMessage), messages)
+    return [str(job["id"]) for job in jobs]
+
+
+def publish_first_stages(client: Client, job_ids: list[str]) -> int:
+    """Send the jobs' first messages over one connection, then drop their outbox rows; what a
+    broker failure leaves unsent stays for the relay. Returns how many went."""
+    app, sent = producer_app(client.settings), []
+    try:
+        with app.producer_or_acquire() as producer:
+            for job_id in job_ids:
+                enqueue_stage(app, job_id, STAGES[0], producer=producer)
+                sent.append(job_id)
+    except Exception:  # noqa: BLE001 - the broker is down: the relay sends the rest
+        log.warning(
+            "batch: %d of %d messages left to the relay",
+            len(job_ids) - len(sent),
+            len(job_ids),
+            exc_info=True,
+        )
+
+    def drop(session: Session, chunk: list[str]) -> None:
+        session.execute(
+            delete(OutboxMessage).where(
+                OutboxMessage.job_id.in_(chunk), OutboxMessage.stage == STAGES[0]
+            )
+        )
+
+    for start in range(0, len(sent), 1000):
+        chunk = sent[start : start + 1000]
+        in_transaction(client.settings.resolved_database_url, partial(drop, chunk=chunk))
+    return len(sent)
+
+
+def summary(session: Session, batch: Batch, now: Any = None) -> dict[str, Any]:
+    """A batch's counts by status, its pace (images a second over the last minute) and ETA."""
+    now = now or utcnow()
+    counts = dict(
+        session.execute(
+            select(Job.status, func.count()).where(Job.batch_id == batch.id).group_by(Job.status)
+        ).all()
+    )
+    recent = (
+        session.scalar(
+            select(func.count())
+            .select_from(Image)
+            .join(Job, Job.id == Image.job_id)
+            .where(Job.batch_id == batch.id, Image.created_at >= now - timedelta(seconds=60))
+        )
+        or 0
+    )
+    jobs = sum(counts.values())
+    done = sum(
+        counts.get(s.value, 0) for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+    )
+    remaining_images = (
+        session.scalar(
+            select(func.coalesce(func.sum(Job.spec["n"].as_integer()), 0)).where(
+                Job.batch_id == batch.id, Job.status.in_(_ACTIVE)
+            )
+        )
+        or 0
+    )
+    rate = recent / 60.0
+    return {
+        "id": batch.id,
+        "name": batch.name,
+        "status": batch.status,
+        "created_at": batch.created_at.isoformat(),
+        "jobs": jobs,
+        "counts": {status.value: counts.get(status.value, 0) for status in JobStatus},
+        "done": done,
+        "images_per_s": round(rate, 3),
+        "eta_seconds": round(remaining_images / rate, 1) if rate > 0 and remaining_images else None,
+    }
+
+
+def find(session: Session, batch_id: str, owner_key_id: int | None = None) -> Batch | None:
+    batch = session.get(Batch, batch_id)
+    return batch if batch is not None and batch.owner_key_id == owner_key_id else None
+
+
+def pause(session: Session, batch: Batch) -> None:
+    """Nothing more of the batch is claimed; stages running now finish."""
+    batch.status = "paused"
+    session.execute(
+        update(Job)
+        .where(Job.batch_id == batch.id, Job.status.in_(_ACTIVE))
+        .values(held=True)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def resume(session: Session, batch: Batch) -> int:
+    """Release the batch's jobs, and give each waiting stage a message (the messages of the
+    pause found the jobs held and were dropped). Returns how many were sent for."""
+    batch.status = "active"
+    session.execute(
+        update(Job)
+        .where(Job.batch_id == batch.id)
+        .values(held=False)
+        .execution_options(synchronize_session=False)
+    )
+    waiting = session.execute(
+        select(StageRun.job_id, StageRun.stage)
+        .join(Job, Job.id == StageRun.job_id)
+        .where(
+            Job.batch_id == batch.id,
+            Job.status.in_(_ACTIVE),
+            StageRun.status == StageStatus.QUEUED.value,
+        )
+    ).all()
+    for job_id, stage in waiting:
+        add_message(session, job_id, stage)
+    return len(waiting)
+
+
+def cancel(session: Session, batch: Batch) -> int:
+    """Cancel every job of the batch not ended yet; returns how many."""
+    active = session.scalars(
+        select(Job.id).where(Job.batch_id == batch.id, Job.status.in_(_ACTIVE))
+    ).all()
+    return sum(cancel_job(session, job_id) for job_id in active)
+
+
+def retry_failed(session: Session, batch: Batch) -> int:
+    """Queue the batch's failed jobs again from the stage that failed (earlier stages' outputs
+    stay); returns how many."""
+    failed = session.scalars(
+        select(Job).where(Job.batch_id == batch.id, Job.status == JobStatus.FAILED.value)
+    ).all()
+    now = utcnow()
+    for job in failed:
+        run = next(
+            (r for r in job.stage_runs if r.status == StageStatus.FAILED.value),
+            None,
+        )
+        if run is None:
+            continue
+        job.status, job.error, job.finished_at, job.stage = (
+            JobStatus.QUEUED.value,
+            None,
+            None,
+            run.stage,
+        )
+        job.held = batch.status == "paused"
+        run.status, run.attempts, run.error, run.error_kind = (
+            StageStatus.QUEUED.value,
+            0,
+            None,
+            None,
+        )
+        run.enqueued_at, run.sent_at = now, now
+        add_message(session, job.id, run.stage)
+    return len(failed)
