@@ -1,6 +1,6 @@
-"""Table 1b: the queue's fixed cost per stage (claim, commit with its hand-off, publish), run
-in-process with no model and no Celery worker, so the machine's drifting speed for torch does
-not blur it."""
+"""Table 1b: the queue's fixed cost per stage (claim in the scheduler's order, commit with its
+hand-off, publish), run in-process with no model and no Celery worker, so the machine's
+drifting speed for torch does not blur it."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from producer.pipeline import STAGES
 from producer.queue import producer_app
 from producer.spec import validate_spec
 from testbed.services import postgres_database
-from worker.queue.claims import Claimed, claim_stage
+from worker.queue.claims import Claimed
 from worker.queue.commits import commit_stage
 from worker.queue.handoff import Next, hand_on
+from worker.queue.selection import claim_next
 from worker.settings import WorkerSettings
 
 T = TypeVar("T")
@@ -69,7 +70,8 @@ def measure(root: Path, redis_url: str, jobs: int) -> Bookkeeping:
 
 
 def _claim(session: Session, job_id: str, stage: str) -> Claimed:
-    claimed = claim_stage(session, job_id, stage, lease_seconds=60, max_attempts=3)
+    """As a worker claims: the run the scheduler puts first (the only one waiting here)."""
+    claimed = claim_next(session, stage, job_id, lease_seconds=60, max_attempts=3)
     assert isinstance(claimed, Claimed)
     return claimed
 

@@ -43,6 +43,9 @@ def main() -> None:
     runs: dict[str, Callable[[Cluster, RedisServer], Outcome]] = {
         "kill_pool": lambda c, r: scenarios.kill_pool_processes(c, jobs=size(200), kills=size(20)),
         "kill_worker": lambda c, r: scenarios.kill_whole_worker(c, jobs=size(200), kills=size(5)),
+        "kill_in_batch": lambda c, r: scenarios.kill_worker_during_a_batch(
+            c, jobs=size(200), kills=size(5)
+        ),
         "redis": lambda c, r: scenarios.restart_redis(c, r, jobs=size(200), down_s=10),
         "db_kill": lambda c, r: scenarios.terminate_database_connections(
             c, POSTGRES_ADMIN_URL, jobs=size(200), rounds=size(10)

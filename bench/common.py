@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from producer.db import in_transaction
 from producer.jobs import get_job
 from producer.models import Job, utcnow
+from producer.settings import Settings
 from producer.stage_outputs import DenoiseOutput
 from testbed.cluster import Cluster
 
@@ -93,8 +94,14 @@ def queue_wall(cluster: Cluster, specs: list[dict[str, Any]]) -> tuple[float, li
     return (ended - started).total_seconds(), ids
 
 
-def read_jobs(cluster: Cluster, ids: Sequence[str]) -> list[Job]:
-    """The finished jobs, with their stage runs, images and metrics loaded."""
+class HasSettings(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+
+
+def read_jobs(cluster: HasSettings, ids: Sequence[str]) -> list[Job]:
+    """The finished jobs (of a cluster or deployment), with their stage runs, images and
+    metrics loaded."""
 
     def read(session: Session) -> list[Job]:
         jobs = [get_job(session, job_id, full=True) for job_id in ids]

@@ -23,16 +23,17 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
 
-from bench.common import Table, cluster, print_table
+from bench.common import Table, cluster, denoise_output, print_table, read_jobs
 from imggen.shapes import PRETRAINED
 from producer import batches
+from producer.pipeline import STAGES
 from testbed.cluster import Cluster
 from testbed.deployments import embedded, with_worker
 from testbed.services import RedisServer, postgres_database
@@ -54,6 +55,8 @@ class Throughput:
     label: str
     jobs: int
     seconds: float
+    stage_ms: dict[str, float] = field(default_factory=dict)  # per job, claim to commit
+    batch_jobs: float | None = None  # jobs per denoise batch
 
     @property
     def jobs_per_s(self) -> float:
@@ -87,19 +90,37 @@ def plain_loop(model: Path, texts: list[str], per_call: int, out: Path) -> Throu
     return Throughput(label, len(texts), time.perf_counter() - started)
 
 
-def through_queue(label: str, client: Any, texts: list[str], lane: str) -> Throughput:
+def through_queue(label: str, queue: Any, texts: list[str], seed: int) -> Throughput:
+    """``texts`` submitted at once as bulk work, to the last one's end."""
     started = time.perf_counter()
-    handles = [client.submit(t, seed=i, lane=lane, **SHAPE) for i, t in enumerate(texts)]
+    handles = [
+        queue.client.submit(t, seed=seed + i, lane="bulk", **SHAPE) for i, t in enumerate(texts)
+    ]
     for handle in handles:
         assert handle.wait(timeout=3600)["status"] == "succeeded"
-    return Throughput(label, len(texts), time.perf_counter() - started)
+    return _measured(label, queue, [h.id for h in handles], time.perf_counter() - started)
 
 
-def one_at_a_time(label: str, client: Any, texts: list[str]) -> Throughput:
-    started = time.perf_counter()
+def one_at_a_time(label: str, queue: Any, texts: list[str], seed: int) -> Throughput:
+    """Each of ``texts`` submitted once the one before has ended."""
+    started, ids = time.perf_counter(), []
     for i, text in enumerate(texts):
-        assert client.submit(text, seed=i, **SHAPE).wait(timeout=600)["status"] == "succeeded"
-    return Throughput(label, len(texts), time.perf_counter() - started)
+        handle = queue.client.submit(text, seed=seed + i, **SHAPE)
+        assert handle.wait(timeout=600)["status"] == "succeeded"
+        ids.append(handle.id)
+    return _measured(label, queue, ids, time.perf_counter() - started)
+
+
+def _measured(label: str, queue: Any, ids: list[str], seconds: float) -> Throughput:
+    jobs = read_jobs(queue, ids)
+    stage_ms: dict[str, float] = {}
+    for job in jobs:
+        for run in job.stage_runs:
+            stage_ms[run.stage] = stage_ms.get(run.stage, 0.0) + 1000 * (run.duration_s or 0.0)
+    sizes = [denoise_output(job).cache.batch_jobs for job in jobs]
+    per_batch = len(sizes) / sum(1 / size for size in sizes)
+    per_job = {stage: ms / len(jobs) for stage, ms in stage_ms.items()}
+    return Throughput(label, len(ids), seconds, per_job, per_batch)
 
 
 @dataclass
@@ -143,6 +164,13 @@ def submission_rates(queue: Cluster, count: int, batch_rows: int) -> list[Throug
     return [loop, Throughput(label, batch_rows, time.perf_counter() - started)]
 
 
+def _row(result: Throughput, reference: float) -> list[str]:
+    batch = f"{result.batch_jobs:.1f}" if result.batch_jobs is not None else ""
+    stages = [f"{result.stage_ms[s]:.0f}" if s in result.stage_ms else "" for s in STAGES]
+    ratio = f"{result.jobs_per_s / reference:.2f}"
+    return [result.label, f"{result.jobs_per_s:.2f}", ratio, batch, *stages]
+
+
 def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
 
@@ -154,16 +182,18 @@ def tables(
     submits: list[Throughput],
 ) -> list[Table]:
     reference = next(t for t in throughput if "4 jobs a call" in t.label).jobs_per_s
+    columns = ["path:", "jobs/s", "vs the loop", "jobs a denoise batch"]
+    columns += [f"{stage} ms/job" for stage in STAGES]
     bulk = Table(
         f"1. Bulk throughput, {throughput[0].jobs} jobs (64x64, 25 steps, 2 images), one worker",
-        ["path:", "jobs/s", "vs the 4-jobs-a-call loop"],
-        [[t.label, f"{t.jobs_per_s:.2f}", f"{t.jobs_per_s / reference:.2f}"] for t in throughput],
+        [c.replace("the loop", "the 4-jobs-a-call loop") for c in columns],
+        [_row(t, reference) for t in throughput],
     )
     single_ref = next(t for t in single if "1 job a call" in t.label).jobs_per_s
     one = Table(
         f"3. One job at a time, {single[0].jobs} jobs",
-        ["path:", "jobs/s", "vs the 1-job-a-call loop"],
-        [[t.label, f"{t.jobs_per_s:.2f}", f"{t.jobs_per_s / single_ref:.2f}"] for t in single],
+        [c.replace("the loop", "the 1-job-a-call loop") for c in columns],
+        [_row(t, single_ref) for t in single],
     )
     alone, under = latency.alone_s, latency.under_bulk_s
     wait = Table(
@@ -228,13 +258,11 @@ def main() -> None:
             queue.start_worker(concurrency=1)
             queue.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
             throughput.append(
-                through_queue(
-                    "imggen, one default worker (Redis + PostgreSQL)", queue.client, texts, "bulk"
-                )
+                through_queue("imggen, one default worker (Redis + PostgreSQL)", queue, texts, 100)
             )
             single.append(
                 one_at_a_time(
-                    "imggen submit().wait(), Redis + PostgreSQL", queue.client, texts[: args.single]
+                    "imggen submit().wait(), Redis + PostgreSQL", queue, texts[: args.single], 200
                 )
             )
             latency = interactive_latency(queue, args.backlog, args.samples)
@@ -244,13 +272,11 @@ def main() -> None:
         for running in with_worker(dep):
             running.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
             throughput.append(
-                through_queue(
-                    "imggen, embedded default (SQLite, SQL broker)", running.client, texts, "bulk"
-                )
+                through_queue("imggen, embedded default (SQLite, SQL broker)", running, texts, 300)
             )
             single.append(
                 one_at_a_time(
-                    "imggen submit().wait(), embedded default", running.client, texts[: args.single]
+                    "imggen submit().wait(), embedded default", running, texts[: args.single], 400
                 )
             )
     print(f"# imggen scheduling, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, shapes model")

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producer import batches
+from producer import batch_rows, batches
 from producer.cli import AsJson, _fail, _print_json, err, out
 from producer.client import Client
 from producer.db import in_transaction, session_scope
@@ -65,10 +65,11 @@ def bulk(
     try:
         if size is not None:
             defaults["width"], defaults["height"] = parse_size(size)
-        rows = batches.read_rows(file)
+        rows = batch_rows.read_rows(file)
         done = batches.submit(client, name, rows, defaults=defaults, skip_invalid=skip_invalid)
-    except (batches.InvalidRows, InvalidJobSpec) as exc:
-        for line in getattr(exc, "errors", [])[:50] if isinstance(exc, batches.InvalidRows) else []:
+    except (batch_rows.InvalidRows, InvalidJobSpec) as exc:
+        refused = exc.errors if isinstance(exc, batch_rows.InvalidRows) else []
+        for line in refused[:50]:
             err.print(f"  {line}", highlight=False)
         raise _fail(f"{exc}; nothing was submitted", code=2) from None
     except OSError as exc:

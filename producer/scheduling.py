@@ -49,6 +49,7 @@ def waiting_runs(
     max_attempts: int | None = None,
     batch_key: str | None = None,
     queued_only: bool = False,
+    lane: str | None = None,
 ) -> Select[Any]:
     """The runs of ``stage`` that may be claimed now, best first: queued, or (unless
     ``queued_only``) running on a lease that ran out (a lost worker's), of active jobs with
@@ -91,6 +92,8 @@ def waiting_runs(
         query = query.where(StageRun.attempts < max_attempts)
     if batch_key is not None:
         query = query.where(Job.batch_key == batch_key)
+    if lane is not None:
+        query = query.where(Job.lane == lane)
     return query
 
 
@@ -103,10 +106,16 @@ def next_waiting(
     max_attempts: int | None = None,
     batch_key: str | None = None,
     queued_only: bool = False,
+    lane: str | None = None,
 ) -> list[Waiting]:
     """Up to ``limit`` runs of ``stage`` in the order they are to be taken."""
     query = waiting_runs(
-        stage, now, max_attempts=max_attempts, batch_key=batch_key, queued_only=queued_only
+        stage,
+        now,
+        max_attempts=max_attempts,
+        batch_key=batch_key,
+        queued_only=queued_only,
+        lane=lane,
     )
     return [Waiting(*row) for row in session.execute(query.limit(limit))]
 

@@ -107,6 +107,15 @@ class Cluster:
             for i in range(count)  # type: ignore[arg-type]
         ]
 
+    def submit_batch(self, count: int, name: str = "chaos") -> list[str]:
+        """``count`` jobs as one batch (the bulk lane, inserted in bulk); their ids."""
+        rows = [{"prompt": f"{name} {i}", "seed": i} for i in range(count)]
+        batch_id = self.client.submit_batch(rows, name=name, **LOAD)
+        return in_transaction(
+            self.settings.resolved_database_url,
+            lambda s: list(s.scalars(select(Job.id).where(Job.batch_id == batch_id))),
+        )
+
     def pool_processes(self, worker: subprocess.Popen[bytes]) -> list[int]:
         """Pids of the worker's pool (child) processes."""
         children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")

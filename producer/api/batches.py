@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from producer import batches
+from producer import batch_rows, batches
 from producer.api.deps import ApiClient, CurrentKey
 from producer.api.schemas import BatchList, BatchSubmitted, BatchView, FieldErrors
 from producer.client import Client
@@ -49,18 +49,18 @@ def _rows(body: bytes, content_type: str) -> list[tuple[int, dict[str, Any]]]:
     """The body's rows, numbered from 1 (a JSON array's index, a JSONL body's line)."""
     try:
         if "ndjson" in content_type or "jsonl" in content_type:
-            return batches.read_json_lines(body.decode("utf-8"))
+            return batch_rows.read_json_lines(body.decode("utf-8"))
         rows = json.loads(body)
     except UnicodeDecodeError:
-        raise _refused([batches.RowError(0, "body", "must be UTF-8")]) from None
+        raise _refused([batch_rows.RowError(0, "body", "must be UTF-8")]) from None
     except ValueError as exc:
-        raise _refused([batches.RowError(0, "body", f"not JSON: {exc}")]) from None
-    except batches.InvalidRows as exc:
+        raise _refused([batch_rows.RowError(0, "body", f"not JSON: {exc}")]) from None
+    except batch_rows.InvalidRows as exc:
         raise _refused(exc.errors) from None
     if not isinstance(rows, list):
-        raise _refused([batches.RowError(0, "body", "must be a JSON array of jobs")])
+        raise _refused([batch_rows.RowError(0, "body", "must be a JSON array of jobs")])
     bad = [
-        batches.RowError(i, "row", "must be an object")
+        batch_rows.RowError(i, "row", "must be an object")
         for i, row in enumerate(rows, 1)
         if not isinstance(row, dict)
     ]
@@ -69,7 +69,7 @@ def _rows(body: bytes, content_type: str) -> list[tuple[int, dict[str, Any]]]:
     return list(enumerate(rows, 1))
 
 
-def _refused(errors: list[batches.RowError]) -> HTTPException:
+def _refused(errors: list[batch_rows.RowError]) -> HTTPException:
     """422 naming each bad row and field: ``loc`` is ["body", row, field]."""
     detail = [
         {"loc": ["body", str(e.line), e.field], "msg": e.reason, "type": "value_error"}
@@ -110,10 +110,10 @@ async def submit_batch(
         done = await run_in_threadpool(
             batches.submit, client, name, rows, owner_key_id=key.id, skip_invalid=skip_invalid
         )
-    except batches.InvalidRows as exc:
+    except batch_rows.InvalidRows as exc:
         raise _refused(exc.errors) from None
     except InvalidJobSpec as exc:
-        raise _refused([batches.RowError(0, f, r) for f, r in exc.errors.items()]) from None
+        raise _refused([batch_rows.RowError(0, f, r) for f, r in exc.errors.items()]) from None
     view = await run_in_threadpool(_find, client, key, done.batch_id)
     body = {
         "batch": view,

@@ -55,6 +55,20 @@ def kill_whole_worker(cluster: Cluster, jobs: int, kills: int) -> Outcome:
     return cluster.check(ids, cluster.drain(ids, DRAIN_S), kills)
 
 
+def kill_worker_during_a_batch(cluster: Cluster, jobs: int, kills: int) -> Outcome:
+    """A bulk batch, its worker SIGKILLed mid-stage ``kills`` times (a new one started each
+    time): the batch completes, each image once."""
+    worker = cluster.start_worker(concurrency=2)
+    ids = cluster.submit_batch(jobs)
+    for _ in range(kills):
+        _wait_for(lambda: cluster.running_stages() > 0)
+        cluster.fault()
+        cluster.kill_worker(worker)
+        worker = cluster.start_worker(concurrency=2)
+        time.sleep(2.0)
+    return cluster.check(ids, cluster.drain(ids, DRAIN_S), kills)
+
+
 def restart_redis(cluster: Cluster, redis_server: object, jobs: int, down_s: float) -> Outcome:
     """Restart Redis (losing every queued message) and keep it down while jobs are submitted."""
     cluster.start_worker(concurrency=2)

@@ -61,6 +61,11 @@ def test_killing_the_whole_worker(cluster_factory) -> None:  # type: ignore[no-u
     outcome.assert_clean()
 
 
+def test_killing_the_worker_during_a_batch(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    outcome = scenarios.kill_worker_during_a_batch(cluster_factory(), jobs=40, kills=2)
+    outcome.assert_clean()
+
+
 def test_redis_restart_and_outage_during_submissions(
     cluster_factory, redis_server: RedisServer
 ) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from migrations import upgrade
-from producer import batches
+from producer import batch_rows, batches
 from producer.client import Client
 from producer.db import session_scope
 from producer.models import Batch, Job, OutboxMessage, StageRun, utcnow
@@ -52,24 +52,27 @@ def _batch(client: Client, batch_id: str) -> Batch:
 def test_files_of_each_kind_become_rows_with_their_line_numbers(tmp_path: Path) -> None:
     text = tmp_path / "p.txt"
     text.write_text("a red fox\n\n  \na blue bird\n")
-    assert batches.read_rows(text) == [(1, {"prompt": "a red fox"}), (4, {"prompt": "a blue bird"})]
+    assert batch_rows.read_rows(text) == [
+        (1, {"prompt": "a red fox"}),
+        (4, {"prompt": "a blue bird"}),
+    ]
     parti = tmp_path / "PartiPrompts.tsv"  # loads as it is: the first column is the prompt
     parti.write_text(
         "Prompt\tCategory\tChallenge\tNote\nbond\tAbstract\tBasic\t\ncat\tAnimals\tx\t\n"
     )
-    assert batches.read_rows(parti) == [(2, {"prompt": "bond"}), (3, {"prompt": "cat"})]
+    assert batch_rows.read_rows(parti) == [(2, {"prompt": "bond"}), (3, {"prompt": "cat"})]
     table = tmp_path / "p.csv"
     table.write_text("seed,prompt,steps\n7,a fox,12\n")
-    assert batches.read_rows(table) == [(2, {"prompt": "a fox", "seed": 7, "steps": 12})]
+    assert batch_rows.read_rows(table) == [(2, {"prompt": "a fox", "seed": 7, "steps": 12})]
     lines = tmp_path / "p.jsonl"
     lines.write_text(json.dumps({"prompt": "a fox", "guidance": 3.5}) + "\n")
-    assert batches.read_rows(lines) == [(1, {"prompt": "a fox", "guidance": 3.5})]
+    assert batch_rows.read_rows(lines) == [(1, {"prompt": "a fox", "guidance": 3.5})]
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"prompt": "ok"}\n[1, 2]\n')
-    with pytest.raises(batches.InvalidRows, match="line 2: row: must be a JSON object"):
-        batches.read_rows(bad)
-    with pytest.raises(batches.InvalidRows, match="file: must end in one of"):
-        batches.read_rows(tmp_path / "p.xlsx")
+    with pytest.raises(batch_rows.InvalidRows, match="line 2: row: must be a JSON object"):
+        batch_rows.read_rows(bad)
+    with pytest.raises(batch_rows.InvalidRows, match="file: must end in one of"):
+        batch_rows.read_rows(tmp_path / "p.xlsx")
 
 
 def test_every_bad_row_is_named_by_line_and_field_and_nothing_is_written(client: Client) -> None:
@@ -82,7 +85,7 @@ def test_every_bad_row_is_named_by_line_and_field_and_nothing_is_written(client:
         (6, {"prompt": "a fox", "model": "../etc"}),
         (7, {"prompt": "a fox", "seed": "many"}),
     ]
-    with pytest.raises(batches.InvalidRows) as caught:
+    with pytest.raises(batch_rows.InvalidRows) as caught:
         batches.submit(client, "bad", rows, defaults=OPTIONS)
     named = {(e.line, e.field) for e in caught.value.errors}
     assert named == {

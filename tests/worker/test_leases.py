@@ -16,9 +16,10 @@ from producer.jobs import cancel_job, create_job, get_job
 from producer.models import Image, OutboxMessage, StageRun, WebhookDelivery, utcnow
 from producer.outbox import add_message
 from producer.spec import validate_spec
-from worker.queue.claims import Claimed, Refusal, Refused, claim_companions, claim_stage
+from worker.queue.claims import Claimed, Refusal, Refused, claim_stage
 from worker.queue.commits import commit_stage, record_failure
 from worker.queue.leases import renew_lease
+from worker.queue.selection import claim_companions
 
 LEASE = dict(lease_seconds=60.0, max_attempts=3)
 

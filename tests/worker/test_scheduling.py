@@ -18,16 +18,9 @@ from producer.keys import create_key
 from producer.models import Job, StageRun, utcnow
 from producer.scheduling import next_waiting, place_in_queue
 from producer.spec import validate_spec
-from worker.queue.claims import (
-    Batching,
-    Claimed,
-    Refusal,
-    Refused,
-    claim_companions,
-    claim_next,
-    claim_stage,
-)
+from worker.queue.claims import Claimed, Refusal, Refused, claim_stage
 from worker.queue.commits import commit_stage
+from worker.queue.selection import Batching, claim_companions, claim_next
 
 LEASE: dict[str, Any] = {"lease_seconds": 60.0, "max_attempts": 3}
 BATCH = Batching(images=8, wait_seconds=30.0)
@@ -173,3 +166,23 @@ def test_incompatible_work_runs_while_other_bulk_work_waits(db: str) -> None:
     _to_denoise(db, other)
     claim = _claim_next(db, "denoise", waiting, BATCH)
     assert isinstance(claim, Claimed) and claim.job.id == other
+
+
+def test_an_interactive_batch_takes_interactive_companions_only(db: str) -> None:
+    interactive, bulk, other = _job(db), _job(db, lane="bulk"), _job(db)
+    for job_id in (interactive, bulk, other):
+        _to_denoise(db, job_id)
+    claim = _claim_next(db, "denoise", bulk, BATCH)
+    assert isinstance(claim, Claimed) and claim.job.id == interactive
+    with session_scope(db) as session:
+        companions = claim_companions(session, claim.job, "denoise", images=6, **LEASE)
+    assert [c.job.id for c in companions] == [other]
+
+
+def test_retries_without_an_attempt_are_not_capped_by_celery() -> None:
+    """A busy lease or bulk work waiting for company retries its task as often as it takes;
+    only the attempts in SQL are capped (Celery's default cap of 3 dropped such messages)."""
+    from worker import tasks
+
+    stage_tasks = [tasks.expand, tasks.encode, tasks.denoise, tasks.decode, tasks.score]
+    assert [task.max_retries for task in stage_tasks] == [None] * 5

@@ -1,9 +1,7 @@
 """Claiming a stage: a lease token and one more attempt (``Claimed``), or the reason not to run
 it (``Refused``).
 
-A message wakes a worker for a stage; ``claim_next`` then takes the run that the scheduler's
-order (``producer/scheduling.py``) puts first, which need not be the job the message named.
-Batched stages also claim their companions: compatible jobs waiting at the same stage.
+Which run a message claims, and which companions a batch takes, is ``selection.py``'s.
 """
 
 from __future__ import annotations
@@ -14,13 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, Text, bindparam, delete, func, select, update
+from sqlalchemy import String, Text, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from producer.jobs import finish_job
-from producer.models import Job, JobStatus, OutboxMessage, StageRun, StageStatus, utcnow
-from producer.pipeline import STAGES
-from producer.scheduling import Waiting, next_waiting
+from producer.models import Job, JobStatus, StageRun, StageStatus, utcnow
 from worker.queue.leases import (
     ACTIVE_VALUES,
     QUEUED,
@@ -57,6 +53,7 @@ class ClaimedJob:
     spec: dict[str, Any]
     input_image_uri: str | None
     batch_key: str | None
+    lane: str
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,7 @@ _START_JOB_STAGE = (
         progress_total=None,
         updated_at=bindparam("now"),
     )
-    .returning(Job.id, Job.model, Job.spec, Job.input_image_uri, Job.batch_key)
+    .returning(Job.id, Job.model, Job.spec, Job.input_image_uri, Job.batch_key, Job.lane)
 )
 
 
@@ -188,119 +185,3 @@ def _give_up(session: Session, job_id: str, stage: str) -> None:
     assert run is not None, "the refusal just read it"
     run.status = StageStatus.FAILED.value
     finish_job(session, job_id, JobStatus.FAILED, gave_up(stage, run.attempts, run.error))
-
-
-@dataclass(frozen=True)
-class Batching:
-    """For a stage that batches: the images a batch holds, and how long bulk work may wait for
-    compatible jobs still at earlier stages to reach it (breadth-first during a backlog)."""
-
-    images: int
-    wait_seconds: float
-
-
-# How often a run waiting for company looks again.
-WAITING_POLL_S = 0.2
-
-
-def claim_next(
-    session: Session,
-    stage: str,
-    hint_job_id: str,
-    *,
-    lease_seconds: float,
-    max_attempts: int,
-    batching: Batching | None = None,
-) -> Claimed | Refused:
-    """Claim the run of ``stage`` that the scheduler puts first. ``hint_job_id`` is the job the
-    message named: when no other run can be taken, the refusal is about it (done, busy, …)."""
-    now = utcnow()
-    waiting_for_company = False
-    for waiting in next_waiting(session, stage, now, max_attempts=max_attempts):
-        if batching is not None and _waits_for_company(session, waiting, stage, now, batching):
-            waiting_for_company = True
-            continue
-        claim = claim_stage(
-            session, waiting.job_id, stage, lease_seconds=lease_seconds, max_attempts=max_attempts
-        )
-        if isinstance(claim, Claimed):
-            return claim
-    if waiting_for_company:
-        return Refused(Refusal.WAITING, retry_in=WAITING_POLL_S)
-    return claim_stage(
-        session, hint_job_id, stage, lease_seconds=lease_seconds, max_attempts=max_attempts
-    )
-
-
-def _waits_for_company(
-    session: Session, waiting: Waiting, stage: str, now: datetime, batching: Batching
-) -> bool:
-    """Whether bulk work should let compatible jobs at earlier stages catch up, to share a batch
-    it cannot fill yet. Interactive work never waits, nor bulk work past ``wait_seconds``."""
-    if waiting.lane != "bulk" or waiting.batch_key is None:
-        return False
-    if waiting.enqueued_at is None or now - waiting.enqueued_at > timedelta(
-        seconds=batching.wait_seconds
-    ):
-        return False
-    compatible = (Job.batch_key == waiting.batch_key) & Job.status.in_(ACTIVE_VALUES)
-    ready = session.scalar(
-        select(func.coalesce(func.sum(Job.spec["n"].as_integer()), 0))
-        .join(StageRun, StageRun.job_id == Job.id)
-        .where(compatible, StageRun.stage == stage, StageRun.status == QUEUED)
-    )
-    if int(ready or 0) >= batching.images:
-        return False  # a full batch is ready
-    earlier = list(STAGES[: STAGES.index(stage)])
-    coming = session.scalar(
-        select(StageRun.id)
-        .join(Job, Job.id == StageRun.job_id)
-        .where(compatible, StageRun.stage.in_(earlier), StageRun.status.in_([QUEUED, RUNNING]))
-        .limit(1)
-    )
-    return coming is not None
-
-
-def claim_companions(
-    session: Session,
-    primary: ClaimedJob,
-    stage: str,
-    *,
-    images: int,
-    lease_seconds: float,
-    max_attempts: int,
-) -> list[Claimed]:
-    """Claim other jobs waiting at ``stage`` that can share a batch with ``primary``.
-
-    At most ``images`` images in all, in the scheduler's order. A job another worker claims
-    first is skipped (the conditional UPDATE in ``claim_stage`` decides).
-    """
-    candidates = next_waiting(
-        session,
-        stage,
-        utcnow(),
-        limit=max(images, 0),
-        max_attempts=max_attempts,
-        batch_key=primary.batch_key,
-        queued_only=True,
-    )
-    claims: list[Claimed] = []
-    for waiting in candidates:
-        if waiting.job_id == primary.id or waiting.images > images:
-            continue
-        claim = claim_stage(
-            session, waiting.job_id, stage, lease_seconds=lease_seconds, max_attempts=max_attempts
-        )
-        if isinstance(claim, Claimed):
-            claims.append(claim)
-            images -= waiting.images
-    if claims:
-        # A companion's message that has not gone yet (the broker was down) need not go at all:
-        # its stage is under a lease now, and the sweeper sends it again if this worker is lost.
-        session.connection().execute(
-            delete(OutboxMessage).where(
-                OutboxMessage.job_id.in_([claim.job.id for claim in claims]),
-                OutboxMessage.stage == stage,
-            )
-        )
-    return claims

@@ -1,7 +1,8 @@
 """The life cycle of one stage run, as steps: claim → gather → work → commit → hand off.
 
-1. **claim** (``claims.py``): a lease and one more attempt, or the reason not to run.
-2. **gather**: a batched stage takes compatible jobs queued behind (its companions).
+1. **claim** (``selection.py``, ``claims.py``): the run the scheduler puts first, its lease and
+   one more attempt, or the reason not to run.
+2. **gather**: a batched stage takes compatible waiting jobs along (its companions).
 3. **work**: the stage's function (``worker.stages``), while the monitor renews the leases,
    shows progress and notes cancellation.
 4. **commit** (``commits.py``): each job's result under its own lease.
@@ -29,10 +30,11 @@ from producer.pipeline import next_stage
 from producer.spec import JobSpec
 from producer.stage_outputs import EarlierOutputs
 from worker.queue import handoff
-from worker.queue.claims import Batching, Claimed, Refusal, Refused, claim_companions, claim_next
+from worker.queue.claims import Claimed, Refusal, Refused
 from worker.queue.commits import commit_stage, record_failure
 from worker.queue.monitor import StageMonitor
 from worker.queue.retry import Fail, FailureKind, decide
+from worker.queue.selection import Batching, claim_companions, claim_next
 from worker.stages import STAGES, Results, perform
 from worker.stages.context import StageContext, StageResult
 from worker.stages.runtime import Runtime, get_runtime
