@@ -263,9 +263,10 @@ async def get_image(job_id: str, index: int, key: CurrentKey, client: ApiClient)
 async def job_events(
     request: Request, job_id: str, key: CurrentKey, client: ApiClient, settings: ApiSettings
 ) -> StreamingResponse:
-    """Server-Sent Events: `state` on each stage or status change, `progress` for denoising steps
-    (step k of n), and `end` with the whole job once it is terminal. A client that reconnects
-    first gets the current state."""
+    """Server-Sent Events: `state` on each stage or status change and as its place in a queue
+    moves (`queue`: position and ETA), `progress` for denoising steps (step k of n), and `end`
+    with the whole job once it is terminal. A client that reconnects first gets the current
+    state."""
     await run_in_threadpool(_owned, client, key, job_id)
 
     async def stream() -> AsyncIterator[str]:
@@ -274,20 +275,22 @@ async def job_events(
             if await request.is_disconnected():
                 return
             view = _view(request, await run_in_threadpool(_owned, client, key, job_id))
-            state = (view["status"], view["stage"])
+            place = view["queue"]
+            state = (view["status"], view["stage"], place["position"] if place else None)
             progress = view["progress"]
             if view["status"] in TERMINAL_VALUES:
                 yield f"event: end\ndata: {json.dumps(view)}\n\n"
                 return
-            if last is None or state != last[:2]:
+            if last is None or state != last[:3]:
                 data = {
                     "id": job_id,
                     "status": view["status"],
                     "stage": view["stage"],
                     "progress": progress,
+                    "queue": place,
                 }
                 yield f"event: state\ndata: {json.dumps(data)}\n\n"
-            elif progress["step"] != last[2]:
+            elif progress["step"] != last[3]:
                 data = {"id": job_id, "stage": view["stage"], **progress}
                 yield f"event: progress\ndata: {json.dumps(data)}\n\n"
             last = (*state, progress["step"])
