@@ -228,6 +228,22 @@ def _redis(root: Path) -> Iterator[str]:
         server.stop()
 
 
+def _through(
+    queue: Any,
+    where: str,
+    one_by_one: list[str],
+    bulk: list[str],
+    throughput: list[Throughput],
+    single: list[Throughput],
+) -> None:
+    """The queue's rows of tables 1 and 3, on one deployment (seeds no other run uses)."""
+    queue.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
+    offset = 1000 * (len(throughput) + 1)
+    throughput.append(through_queue(f"imggen, one default worker, {where}", queue, bulk, offset))
+    label = f"imggen submit().wait(), {where}"
+    single.append(one_at_a_time(label, queue, one_by_one, offset + 500))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -256,29 +272,13 @@ def main() -> None:
         with postgres_database() as database_url:
             queue = cluster(root, "default", PRETRAINED, redis_url, database_url)
             queue.start_worker(concurrency=1)
-            queue.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
-            throughput.append(
-                through_queue("imggen, one default worker (Redis + PostgreSQL)", queue, texts, 100)
-            )
-            single.append(
-                one_at_a_time(
-                    "imggen submit().wait(), Redis + PostgreSQL", queue, texts[: args.single], 200
-                )
-            )
+            _through(queue, "Redis + PostgreSQL", texts[: args.single], texts, throughput, single)
             latency = interactive_latency(queue, args.backlog, args.samples)
             submits = submission_rates(queue, args.submissions, args.batch_rows)
         (root / "embedded").mkdir()
-        dep = embedded("embedded", root / "embedded", PRETRAINED)
-        for running in with_worker(dep):
-            running.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
-            throughput.append(
-                through_queue("imggen, embedded default (SQLite, SQL broker)", running, texts, 300)
-            )
-            single.append(
-                one_at_a_time(
-                    "imggen submit().wait(), embedded default", running, texts[: args.single], 400
-                )
-            )
+        for running in with_worker(embedded("embedded", root / "embedded", PRETRAINED)):
+            where = "embedded default (SQLite, SQL broker)"
+            _through(running, where, texts[: args.single], texts, throughput, single)
     print(f"# imggen scheduling, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, shapes model")
     for table in tables(throughput, single, latency, submits):
         print_table(table)

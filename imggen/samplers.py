@@ -72,6 +72,16 @@ def rows_are_independent(scheduler: SchedulerMixin) -> bool:
     return type(scheduler) in _ROW_INDEPENDENT
 
 
+# Of those, the ones that draw no noise while stepping (DDIM at eta 0, Euler without churn, as
+# imggen runs them): stopped after k steps and resumed from the latents of step k, a run draws
+# the same images.
+_RESUMES_EXACTLY = (DDIMScheduler, EulerDiscreteScheduler)
+
+
+def resumes_exactly(scheduler: SchedulerMixin) -> bool:
+    return type(scheduler) in _RESUMES_EXACTLY
+
+
 def _named(sampler: str) -> tuple[type[SchedulerMixin], dict[str, Any]]:
     try:
         return SAMPLERS[sampler]

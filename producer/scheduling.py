@@ -120,6 +120,22 @@ def next_waiting(
     return [Waiting(*row) for row in session.execute(query.limit(limit))]
 
 
+def interactive_waiting(session: Session) -> bool:
+    """Whether interactive work waits at any stage (bulk work running gives way to it)."""
+    found = session.scalar(
+        select(StageRun.id)
+        .join(Job, Job.id == StageRun.job_id)
+        .where(
+            StageRun.status == StageStatus.QUEUED.value,
+            Job.lane == "interactive",
+            Job.status.in_(_ACTIVE),
+            Job.held.is_(False),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def queue_position(session: Session, job_id: str, stage: str, now: datetime) -> int | None:
     """How many runs of ``stage`` are to be taken before ``job_id``'s (None: it is not waiting
     there). Counted up to 10,000."""

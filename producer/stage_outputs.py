@@ -45,6 +45,8 @@ class CacheRecord(BaseModel):
     unet_steps: int = 0
     batch_jobs: int = 1
     batch_images: int = 1
+    # The step its denoise went on from, having given way to interactive work.
+    resumed_from: int | None = None
 
 
 class DenoiseOutput(StageOutput):

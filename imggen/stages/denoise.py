@@ -9,7 +9,7 @@ import torch
 
 from imggen.components import Components
 from imggen.errors import InvalidInput
-from imggen.samplers import rows_are_independent, step_noise
+from imggen.samplers import resumes_exactly, rows_are_independent, step_noise
 from imggen.stages.encode import PromptEmbeddings
 
 ProgressCallback = Callable[[int, int], None]
@@ -69,6 +69,9 @@ class DenoiseResult:
     latents: torch.Tensor  # [len(items), C, h, w]
     kept: dict[int, torch.Tensor] = field(default_factory=dict)  # steps done -> latents then
     unet_steps: int = 0  # denoising steps run, per image
+    # Steps done when the run yielded (``should_yield``): ``latents`` are those of that step,
+    # to be resumed from (``resume``, ``resume_step``). None: the run finished.
+    yielded_at: int | None = None
 
 
 @torch.inference_mode()
@@ -123,6 +126,7 @@ def denoise_batch(
     keep_steps: Sequence[int] = (),
     on_step: ProgressCallback | None = None,
     dropped: Callable[[], Collection[int]] | None = None,
+    should_yield: Callable[[], bool] | None = None,
 ) -> DenoiseResult:
     """Denoise several images, each with its own prompt and generator, as one batch.
 
@@ -132,8 +136,10 @@ def denoise_batch(
     the latents is kept (to fill that cache). ``sampler``: as in ``denoise``. ``dropped``,
     asked before each step, names items whose share of the work has ended (their job was
     canceled): their rows leave the batch, where the sampler keeps no per-row state between
-    steps, and their latents come back as zeros. Raises InvalidInput, or StageAborted from
-    ``on_step``.
+    steps, and their latents come back as zeros. ``should_yield``, asked before each step once
+    a step is done, stops the run early where the sampler keeps no state between steps and draws
+    no noise (DDIM, Euler): resumed from the latents it returns, the images come out the same.
+    Raises InvalidInput, or StageAborted from ``on_step``.
     """
     # 1. Check inputs and set up a scheduler for this run.
     seeds = [item.seed for item in items]
@@ -177,7 +183,16 @@ def denoise_batch(
     total = resume_step + len(timesteps)
     rows = list(range(batch))  # the item of each row still in the batch
     can_drop = dropped is not None and rows_are_independent(scheduler)
+    can_yield = should_yield is not None and resumes_exactly(scheduler)
     for i, t in enumerate(timesteps):
+        # Only once this run has done a step: a resumed run always gets on.
+        if can_yield and i > 0 and should_yield():  # type: ignore[misc]
+            return DenoiseResult(
+                latents=_all_rows(latents, rows, batch),
+                kept=kept,
+                unet_steps=i,
+                yielded_at=resume_step + i,
+            )
         gone = set(dropped()) & set(rows) if can_drop and dropped is not None else set()
         if gone and len(gone) < len(rows):
             keep = [row for row, item in enumerate(rows) if item not in gone]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -45,21 +46,18 @@ def kill_pool_processes(cluster: Cluster, jobs: int, kills: int) -> Outcome:
 def kill_whole_worker(cluster: Cluster, jobs: int, kills: int) -> Outcome:
     """SIGKILL a worker with its pool mid-stage, then start a new one; ``kills`` times."""
     worker = cluster.start_worker(concurrency=2)
-    ids = cluster.submit(jobs)
-    for _ in range(kills):
-        _wait_for(lambda: cluster.running_stages() > 0)
-        cluster.fault()
-        cluster.kill_worker(worker)
-        worker = cluster.start_worker(concurrency=2)
-        time.sleep(2.0)
-    return cluster.check(ids, cluster.drain(ids, DRAIN_S), kills)
+    return _kill_and_replace(cluster, worker, cluster.submit(jobs), kills)
 
 
 def kill_worker_during_a_batch(cluster: Cluster, jobs: int, kills: int) -> Outcome:
-    """A bulk batch, its worker SIGKILLed mid-stage ``kills`` times (a new one started each
-    time): the batch completes, each image once."""
+    """As ``kill_whole_worker``, the jobs one bulk batch: it completes, each image once."""
     worker = cluster.start_worker(concurrency=2)
-    ids = cluster.submit_batch(jobs)
+    return _kill_and_replace(cluster, worker, cluster.submit_batch(jobs), kills)
+
+
+def _kill_and_replace(
+    cluster: Cluster, worker: subprocess.Popen[bytes], ids: list[str], kills: int
+) -> Outcome:
     for _ in range(kills):
         _wait_for(lambda: cluster.running_stages() > 0)
         cluster.fault()

@@ -83,3 +83,40 @@ def test_euler_ancestral_draws_what_diffusers_draws_with_the_same_generators(
 def test_an_unknown_sampler_is_invalid_input(parts: imggen.Components) -> None:
     with pytest.raises(InvalidInput, match="scheduler"):
         _draw(parts, [1], "heun")
+
+
+@pytest.mark.parametrize(
+    ("sampler", "yields"), [("ddim", True), ("euler", True), ("euler_a", False)]
+)
+def test_a_run_that_yields_resumes_to_the_same_images(
+    parts: imggen.Components, sampler: str, yields: bool
+) -> None:
+    """A bulk batch gives way to interactive work at a step boundary, then goes on from there:
+    where the sampler keeps no state and draws no noise, the images are the same."""
+    from imggen.stages.denoise import DenoiseItem, denoise_batch
+
+    embeddings = imggen.encode_prompt(parts, "a red fox")
+    items = [DenoiseItem(embeddings, seed) for seed in (3, 4)]
+    shape = {"steps": 8, "height": 64, "width": 64, "guidance": 5.0, "sampler": sampler}
+    whole = denoise_batch(parts, items, **shape)  # type: ignore[arg-type]
+    asked: list[int] = []
+
+    def after_three() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    first = denoise_batch(parts, items, should_yield=after_three, **shape)  # type: ignore[arg-type]
+    if not yields:  # its step noise would differ: it runs to the end instead
+        assert first.yielded_at is None and asked == []
+        torch.testing.assert_close(first.latents, whole.latents)
+        return
+    assert first.yielded_at == 3 and first.unet_steps == 3
+    rest = denoise_batch(
+        parts,
+        items,
+        resume=first.latents,
+        resume_step=3,
+        **shape,  # type: ignore[arg-type]
+    )
+    assert rest.yielded_at is None and rest.unet_steps == 5
+    torch.testing.assert_close(rest.latents, whole.latents, rtol=1e-4, atol=1e-4)

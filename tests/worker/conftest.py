@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from migrations import upgrade
 from testbed.deployments import Deployment, make_deployment, with_worker
 from testbed.services import RedisServer, free_port
 from tests.conftest import postgres_database
@@ -66,3 +67,15 @@ def api_stack(
                 api.terminate()
                 api.wait(10)
     redis.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database for one test, SQLite and PostgreSQL in turn."""
+    url = (
+        f"sqlite:///{tmp_path / 'queue.db'}"
+        if request.param == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    upgrade(url)
+    return url

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from migrations import upgrade
 from producer.db import session_scope
 from producer.jobs import cancel_job, create_job, get_job
 from producer.models import Image, OutboxMessage, StageRun, WebhookDelivery, utcnow
@@ -22,17 +19,6 @@ from worker.queue.leases import renew_lease
 from worker.queue.selection import claim_companions
 
 LEASE = dict(lease_seconds=60.0, max_attempts=3)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    url = (
-        f"sqlite:///{tmp_path / 'leases.db'}"
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("postgres_url"))
-    )
-    upgrade(url)
-    return url
 
 
 def _new_job(db: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from imggen.errors import StageAborted
 from producer.db import session_scope
 from producer.jobs import cancel_job, get_job
-from tests.worker.test_leases import LEASE, _new_job, _stage, db  # noqa: F401 - db is a fixture
+from tests.worker.test_leases import LEASE, _new_job, _stage
 from worker.queue.claims import Claimed, claim_stage
 from worker.queue.monitor import PROGRESS_INTERVAL_S, StageMonitor
 from worker.settings import WorkerSettings
@@ -25,7 +25,7 @@ def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def test_the_monitor_shows_progress_renews_the_lease_and_notices_a_cancel(
-    db: str,  # noqa: F811 - the fixture
+    db: str,
     tmp_path: Path,
 ) -> None:
     job_id = _new_job(db)

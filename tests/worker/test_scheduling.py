@@ -5,13 +5,10 @@ bulk work at denoise lets compatible jobs catch up, interactive work never waits
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import update
 
-from migrations import upgrade
 from producer.db import session_scope
 from producer.jobs import create_job
 from producer.keys import create_key
@@ -24,17 +21,6 @@ from worker.queue.selection import Batching, claim_companions, claim_next
 
 LEASE: dict[str, Any] = {"lease_seconds": 60.0, "max_attempts": 3}
 BATCH = Batching(images=8, wait_seconds=30.0)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    url = (
-        f"sqlite:///{tmp_path / 'scheduling.db'}"
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("postgres_url"))
-    )
-    upgrade(url)
-    return url
 
 
 def _job(db: str, owner: int | None = None, **spec: Any) -> str:

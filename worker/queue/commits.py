@@ -1,5 +1,6 @@
-"""Ending a stage run under its lease: its result (``commit_stage``) or its failure
-(``record_failure``). Each says what comes next; ``handoff.py`` gets it there.
+"""Ending a stage run under its lease: its result (``commit_stage``), its failure
+(``record_failure``), or giving way (``snooze_stage``). ``handoff.py`` gets what comes next
+there.
 """
 
 from __future__ import annotations
@@ -106,6 +107,26 @@ def commit_stage(
     connection.execute(_QUEUE_RUN, {"job": job_id, "stage_name": following, "now": now})
     connection.execute(_MOVE_JOB, {"job": job_id, "next_stage": following, "now": now})
     return following
+
+
+_SNOOZE_RUN = (
+    update(StageRun)
+    .where(this_run, StageRun.lease_token == bindparam("token"))
+    .values(
+        status=QUEUED,
+        lease_token=None,
+        lease_expires_at=None,
+        attempts=StageRun.attempts - 1,
+        sent_at=bindparam("now"),
+    )
+)
+
+
+def snooze_stage(session: Session, job_id: str, stage: str, token: str) -> bool:
+    """Give the stage back to its queue under this worker's lease, the attempt not spent (it
+    gave way; nothing failed). It keeps its place by age. False: the lease was lost."""
+    values = {"job": job_id, "stage_name": stage, "token": token, "now": utcnow()}
+    return bool(session.connection().execute(_SNOOZE_RUN, values).rowcount)
 
 
 def record_failure(

@@ -78,6 +78,12 @@ def send(database_url: str, app: Celery, job_id: str, stage: str) -> None:
         log.warning("job %s: %s message left to the relay", job_id, stage, exc_info=True)
 
 
+def again(session: Session, job_id: str, stage: str) -> None:
+    """A stage that gave way (it went back to its queue): a message of its own, sent after the
+    commit (``send``)."""
+    add_message(session, job_id, stage)
+
+
 def retry_later(session: Session, job_id: str, stage: str, seconds: float) -> None:
     """The retry of a stage that has no Celery task of its own to retry (it was chained): a
     message of its own, sent by the relay once ``seconds`` are over."""

@@ -29,14 +29,14 @@ from producer.events import notify
 from producer.pipeline import next_stage
 from producer.spec import JobSpec
 from producer.stage_outputs import EarlierOutputs
-from worker.queue import handoff
+from worker.queue import giving_way, handoff
 from worker.queue.claims import Claimed, Refusal, Refused
 from worker.queue.commits import commit_stage, record_failure
 from worker.queue.monitor import StageMonitor
 from worker.queue.retry import Fail, FailureKind, decide
 from worker.queue.selection import Batching, claim_companions, claim_next
 from worker.stages import STAGES, Results, perform
-from worker.stages.context import StageContext, StageResult
+from worker.stages.context import StageContext, StageResult, StageYielded
 from worker.stages.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,9 @@ def _gather(runtime: Runtime, claim: Claimed) -> list[Claimed]:
 def _work(runtime: Runtime, batch: list[Claimed]) -> Results:
     stage, after_oom = batch[0].stage, batch[0].after_oom
     monitor = StageMonitor(runtime.settings, stage, {claim.job.id: claim.token for claim in batch})
+    # Bulk work gives way between denoising steps when interactive work waits.
+    bulk = all(claim.job.lane == "bulk" for claim in batch)
+    should_yield = giving_way.check(runtime) if bulk and STAGES[stage].batched else None
     contexts = [
         StageContext(
             job_id=claim.job.id,
@@ -150,6 +153,7 @@ def _work(runtime: Runtime, batch: list[Claimed]) -> Results:
             on_step=monitor.on_step(claim.job.id),
             # After running out of accelerator memory, draw the images one at a time.
             max_batch=1 if after_oom else None,
+            should_yield=should_yield,
         )
         for claim in batch
     ]
@@ -169,6 +173,12 @@ def _commit_and_hand_off(
         if isinstance(result, StageAborted):
             log.info("job %s %s: aborted (canceled or lease lost)", claim.job.id, claim.stage)
             status = "aborted" if claim is primary else status
+            continue
+        if isinstance(result, StageYielded):
+            giving_way.give_way(task, runtime, claim, result.step)
+            if claim is primary:
+                # This process is free now: the interactive work it gave way to runs here next.
+                status, chained = "yielded", giving_way.claim_interactive(task, runtime)
             continue
         following = _commit(runtime, claim, result, chain=chain and claim is primary)
         notify(settings.resolved_redis_url, claim.job.id)

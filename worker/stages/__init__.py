@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, cast
 from imggen.errors import StageAborted
 
 if TYPE_CHECKING:
-    from worker.stages.context import StageContext, StageResult
+    from worker.stages.context import StageContext, StageResult, StageYielded
 
-Results = dict[str, "StageResult | StageAborted"]  # by job id
+Results = dict[str, "StageResult | StageAborted | StageYielded"]  # by job id
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,22 @@ class StageContext:
     runtime: Runtime
     on_step: Callable[[int, int], None]  # progress, lease renewal, cancellation
     max_batch: int | None = None  # images per denoising batch; None: all of the job's at once
+    # Asked between denoising steps: whether the run should give way (to interactive work).
+    should_yield: Callable[[], bool] | None = None
 
     def seeds(self) -> list[int]:
         return [self.spec.seed + i for i in range(self.spec.n)]
 
     def input_image(self) -> PILImage.Image | None:
         return self.runtime.load_image(self.input_image_uri) if self.input_image_uri else None
+
+
+@dataclass(frozen=True)
+class StageYielded:
+    """The stage gave way after ``step`` steps: its run goes back to the queue, without an
+    attempt, and goes on from there (what it had done is in the store)."""
+
+    step: int
 
 
 @dataclass

@@ -22,8 +22,8 @@ from imggen.stages.denoise import DenoiseItem, denoise_batch
 from producer.artifacts import job_key
 from producer.db import in_transaction
 from producer.stage_outputs import DenoiseOutput, EncodeOutput
-from worker.stages import latent_cache
-from worker.stages.context import StageContext, StageResult
+from worker.stages import Results, latent_cache
+from worker.stages.context import StageContext, StageResult, StageYielded
 from worker.stages.denoise_cache import (
     ImageWork,
     cache_record,
@@ -33,7 +33,7 @@ from worker.stages.denoise_cache import (
 )
 
 
-def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageAborted]:
+def denoise_jobs(contexts: list[StageContext]) -> Results:
     runtime = contexts[0].runtime
     settings = runtime.settings
     first = contexts[0].spec
@@ -51,17 +51,20 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
         start_image = None
         if encoded.image_latents is not None:
             start_image = runtime.load_tensors(encoded.image_latents)["latents"]
-        images += [
+        mine = [
             ImageWork(ctx, i, DenoiseItem(embeddings, seed, start_image))
             for i, seed in enumerate(ctx.seeds())
         ]
+        _resume_where_it_gave_way(ctx, mine)
+        images += mine
     text_to_image = not first.has_input_image
     semantic_key = latent_cache.semantic_key(
         contexts[0].model, scheduler, first.width, first.height, first.steps, first.guidance
     )
     if text_to_image:
         set_exact_keys(images, scheduler)
-        usable = [image for image in images if image.ctx.spec.cache]  # not switched off per job
+        # Not switched off per job, and not half done already.
+        usable = [image for image in images if image.ctx.spec.cache and not image.resumed]
         if usable and (settings.exact_cache or settings.semantic_cache):
             in_transaction(
                 settings.resolved_database_url,
@@ -96,6 +99,10 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
         for start, group in sorted(groups.items())
         for i in range(0, len(group), chunk)
     ]
+    # A run of one batch, every image drawn in it, may give way between steps (to interactive
+    # work): what it did is kept.
+    whole = len(runs) == 1 and all(image.latents is None for image in images)
+    should_yield = contexts[0].should_yield if whole else None
     for start, group in runs:
         result = denoise_batch(
             parts,
@@ -114,13 +121,16 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
             dropped=lambda group=group: [  # type: ignore[misc]
                 row for row, image in enumerate(group) if image.ctx.job_id not in alive
             ],
+            should_yield=should_yield,
         )
+        if result.yielded_at is not None:
+            return _give_way(contexts, group, result.latents, result.yielded_at, alive)
         for row, image in enumerate(group):
             image.latents = result.latents[row : row + 1]
             image.kept = {step: latents[row : row + 1] for step, latents in result.kept.items()}
 
     # 3. Per job: its latents, its record, and the cache entries its fresh images make.
-    results: dict[str, StageResult | StageAborted] = {}
+    results: Results = {}
     for ctx in contexts:
         if ctx.job_id not in alive:
             results[ctx.job_id] = StageAborted("canceled")
@@ -129,6 +139,42 @@ def denoise_jobs(contexts: list[StageContext]) -> dict[str, StageResult | StageA
         results[ctx.job_id] = _job_result(
             ctx, mine, pooled[ctx.job_id], semantic_key, len(contexts), len(images)
         )
+    return results
+
+
+def _resume_key(job_id: str) -> str:
+    return job_key(job_id, "denoise-resume.safetensors")
+
+
+def _resume_where_it_gave_way(ctx: StageContext, images: list[ImageWork]) -> None:
+    """Images of a job whose denoise gave way start from the latents it left, and its step."""
+    uri = ctx.runtime.store.uri(_resume_key(ctx.job_id))
+    if not ctx.runtime.store.exists(uri):
+        return
+    saved = ctx.runtime.load_tensors(uri)
+    step = int(saved["step"].item())
+    for image in images:
+        image.resume = saved["latents"][image.index : image.index + 1]
+        image.start, image.resumed = step, True
+
+
+def _give_way(
+    contexts: list[StageContext],
+    group: list[ImageWork],
+    latents: torch.Tensor,
+    step: int,
+    alive: dict[str, StageContext],
+) -> Results:
+    """Keep each job's latents after ``step`` steps in the store, for its run to go on from."""
+    results: Results = {}
+    for ctx in contexts:
+        if ctx.job_id not in alive:
+            results[ctx.job_id] = StageAborted("canceled")
+            continue
+        rows = [row for row, image in enumerate(group) if image.ctx is ctx]
+        tensors = {"latents": latents[rows], "step": torch.tensor([step])}
+        ctx.runtime.save_tensors(_resume_key(ctx.job_id), tensors)
+        results[ctx.job_id] = StageYielded(step)
     return results
 
 

@@ -30,8 +30,9 @@ class ImageWork:
     ctx: StageContext
     index: int
     item: DenoiseItem
-    start: int = 0  # steps already done (a semantic hit)
+    start: int = 0  # steps already done (a semantic hit, or a run that gave way)
     resume: torch.Tensor | None = None
+    resumed: bool = False  # ``start`` steps were done by an earlier run of this job, not saved
     latents: torch.Tensor | None = None  # the final latents, once known
     hit: str | None = None  # "exact" or "semantic"
     hit_entry: int | None = None
@@ -157,7 +158,9 @@ def new_entries(
 def cache_record(
     images: list[ImageWork], steps: int, batch_jobs: int, batch_images: int
 ) -> CacheRecord:
-    skipped = [steps if image.hit == "exact" else image.start for image in images]
+    skipped = [
+        steps if image.hit == "exact" else 0 if image.resumed else image.start for image in images
+    ]
     return CacheRecord(
         exact_hits=sum(image.hit == "exact" for image in images),
         semantic_hits=sum(image.hit == "semantic" for image in images),
@@ -167,4 +170,5 @@ def cache_record(
         unet_steps=steps * len(images) - sum(skipped),
         batch_jobs=batch_jobs,
         batch_images=batch_images,
+        resumed_from=next((image.start for image in images if image.resumed), None),
     )
