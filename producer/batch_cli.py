@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producer import batch_rows, batches
+from producer import batch_rows, batch_steering, batches
 from producer.cli import AsJson, _fail, _print_json, err, out
 from producer.client import Client
 from producer.db import in_transaction, session_scope
@@ -104,7 +104,7 @@ def list_batches(as_json: AsJson = False) -> None:
 
     def read(session: Any) -> list[dict[str, Any]]:
         rows = session.query(Batch).order_by(Batch.created_at.desc()).limit(100).all()
-        return [batches.summary(session, batch) for batch in rows]
+        return [batch_steering.summary(session, batch) for batch in rows]
 
     found = in_transaction(client.settings.resolved_database_url, read)
     if as_json:
@@ -145,20 +145,20 @@ def show_batch(
     if len(actions) > 1:
         raise _fail("give one of --pause, --resume, --cancel, --retry-failed", code=2)
     with session_scope(client.settings.resolved_database_url) as session:
-        batch = batches.find(session, batch_id)
+        batch = batch_steering.find(session, batch_id)
         if batch is None:
             raise _fail(f"no batch with id {batch_id!r}")
         if actions:
             steer = {
-                "pause": batches.pause,
-                "resume": batches.resume,
-                "cancel": batches.cancel,
-                "retry-failed": batches.retry_failed,
+                "pause": batch_steering.pause,
+                "resume": batch_steering.resume,
+                "cancel": batch_steering.cancel,
+                "retry-failed": batch_steering.retry_failed,
             }[actions[0]]
             changed = steer(session, batch)
             if isinstance(changed, int) and not as_json:
                 err.print(f"{actions[0]}: {changed} jobs", highlight=False)
-        view = batches.summary(session, batch)
+        view = batch_steering.summary(session, batch)
     if actions and actions[0] in ("resume", "retry-failed"):
         _relay(client)
     if as_json:
@@ -194,7 +194,7 @@ def _watch(client: Client, batch_id: str, *, quiet: bool) -> None:
     def read() -> dict[str, Any]:
         def summary(session: Any) -> dict[str, Any]:
             batch = session.get(Batch, batch_id)
-            return batches.summary(session, batch)
+            return batch_steering.summary(session, batch)
 
         return in_transaction(client.settings.resolved_database_url, summary)
 
@@ -238,7 +238,7 @@ def export(
 
     client = Client()
     with session_scope(client.settings.resolved_database_url) as session:
-        batch = batches.find(session, batch_id)
+        batch = batch_steering.find(session, batch_id)
         if batch is None:
             raise _fail(f"no batch with id {batch_id!r}")
         done = export_batch(session, batch, client.store, folder)

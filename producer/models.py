@@ -1,7 +1,8 @@
 """SQL records of jobs, their per-stage runs, images and metrics (SQLAlchemy 2.0).
 
 SQL is the source of truth; the broker only wakes workers up. Unique keys on (job, stage),
-(job, image index) and (image, metric name) make every stage safe to run twice.
+(job, image index) and (image, metric name) make every stage safe to run twice. Every table is
+here, in one module: the schema reads as one, as the migrations build it.
 """
 
 from __future__ import annotations

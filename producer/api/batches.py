@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from producer import batch_rows, batches
+from producer import batch_rows, batch_steering, batches
 from producer.api.deps import ApiClient, CurrentKey
 from producer.api.schemas import BatchList, BatchSubmitted, BatchView, FieldErrors
 from producer.client import Client
@@ -24,10 +24,10 @@ from producer.models import ApiKey, Batch
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 Name = Annotated[str, Query(min_length=1, max_length=200, description="Same name: resumes it.")]
 STEERS = {
-    "pause": batches.pause,
-    "resume": batches.resume,
-    "cancel": batches.cancel,
-    "retry-failed": batches.retry_failed,
+    "pause": batch_steering.pause,
+    "resume": batch_steering.resume,
+    "cancel": batch_steering.cancel,
+    "retry-failed": batch_steering.retry_failed,
 }
 BODY = {
     "requestBody": {
@@ -80,8 +80,8 @@ def _refused(errors: list[batch_rows.RowError]) -> HTTPException:
 
 def _find(client: Client, key: ApiKey, batch_id: str) -> dict[str, Any]:
     def read(session: Session) -> dict[str, Any] | None:
-        batch = batches.find(session, batch_id, key.id)
-        return batches.summary(session, batch) if batch is not None else None
+        batch = batch_steering.find(session, batch_id, key.id)
+        return batch_steering.summary(session, batch) if batch is not None else None
 
     view = in_transaction(client.settings.resolved_database_url, read)
     if view is None:
@@ -136,7 +136,7 @@ async def list_batches(key: CurrentKey, client: ApiClient) -> Any:
             .order_by(Batch.created_at.desc())
             .limit(100)
         )
-        return [batches.summary(session, batch) for batch in session.scalars(query)]
+        return [batch_steering.summary(session, batch) for batch in session.scalars(query)]
 
     found = await run_in_threadpool(in_transaction, client.settings.resolved_database_url, read)
     return {"batches": found}
@@ -158,7 +158,7 @@ async def steer_batch(batch_id: str, action: str, key: CurrentKey, client: ApiCl
         )
 
     def steer(session: Session) -> bool:
-        batch = batches.find(session, batch_id, key.id)
+        batch = batch_steering.find(session, batch_id, key.id)
         if batch is None:
             return False
         STEERS[action](session, batch)

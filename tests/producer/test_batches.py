@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from migrations import upgrade
-from producer import batch_rows, batches
+from producer import batch_rows, batch_steering, batches
 from producer.client import Client
 from producer.db import session_scope
 from producer.models import Batch, Job, OutboxMessage, StageRun, utcnow
@@ -112,7 +112,7 @@ def test_the_same_name_resumes_the_batch_and_submits_each_row_once(client: Clien
     # Each job's first message went; none is left to the relay.
     assert _count(client, OutboxMessage) == 0
     with session_scope(client.settings.resolved_database_url) as session:
-        view = batches.summary(session, session.get(Batch, first.batch_id))  # type: ignore[arg-type]
+        view = batch_steering.summary(session, session.get(Batch, first.batch_id))  # type: ignore[arg-type]
     assert view["jobs"] == 10 and view["counts"]["queued"] == 10 and view["done"] == 0
 
 
@@ -122,15 +122,15 @@ def test_pause_holds_the_batch_resume_sends_it_again_cancel_ends_it(client: Clie
     )
     db = client.settings.resolved_database_url
     with session_scope(db) as session:
-        batches.pause(session, session.get(Batch, done.batch_id))  # type: ignore[arg-type]
+        batch_steering.pause(session, session.get(Batch, done.batch_id))  # type: ignore[arg-type]
     with session_scope(db) as session:
         assert next_waiting(session, "expand", utcnow()) == []  # nothing of it is claimable
     with session_scope(db) as session:
-        sent = batches.resume(session, session.get(Batch, done.batch_id))  # type: ignore[arg-type]
+        sent = batch_steering.resume(session, session.get(Batch, done.batch_id))  # type: ignore[arg-type]
     assert sent == 2 and _count(client, OutboxMessage) == 2
     with session_scope(db) as session:
         assert len(next_waiting(session, "expand", utcnow())) == 2
-        assert batches.cancel(session, session.get(Batch, done.batch_id)) == 2  # type: ignore[arg-type]
+        assert batch_steering.cancel(session, session.get(Batch, done.batch_id)) == 2  # type: ignore[arg-type]
     assert _count(client, Job, Job.status == "canceled") == 2
 
 
@@ -143,7 +143,7 @@ def test_retry_failed_queues_a_failed_job_again_from_its_failed_stage(client: Cl
             update(StageRun).where(StageRun.stage == "expand").values(status="failed", attempts=5)
         )
     with session_scope(db) as session:
-        assert batches.retry_failed(session, session.get(Batch, done.batch_id)) == 1  # type: ignore[arg-type]
+        assert batch_steering.retry_failed(session, session.get(Batch, done.batch_id)) == 1  # type: ignore[arg-type]
     with session_scope(db) as session:
         job = session.scalars(select(Job)).one()
         run = next(r for r in job.stage_runs if r.stage == "expand")
