@@ -15,6 +15,7 @@ workers claim by it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,12 +121,13 @@ def next_waiting(
     return [Waiting(*row) for row in session.execute(query.limit(limit))]
 
 
-def interactive_waiting(session: Session) -> bool:
-    """Whether interactive work waits at any stage (bulk work running gives way to it)."""
+def interactive_waiting(session: Session, stages: Sequence[str]) -> bool:
+    """Whether interactive work waits at one of ``stages`` (bulk work gives way to it)."""
     found = session.scalar(
         select(StageRun.id)
         .join(Job, Job.id == StageRun.job_id)
         .where(
+            StageRun.stage.in_(stages),
             StageRun.status == StageStatus.QUEUED.value,
             Job.lane == "interactive",
             Job.status.in_(_ACTIVE),

@@ -13,7 +13,7 @@ from producer.db import session_scope
 from producer.jobs import create_job
 from producer.keys import create_key
 from producer.models import Job, StageRun, utcnow
-from producer.scheduling import next_waiting, place_in_queue
+from producer.scheduling import interactive_waiting, next_waiting, place_in_queue
 from producer.spec import validate_spec
 from worker.queue.claims import Claimed, Refusal, Refused, claim_stage
 from worker.queue.commits import commit_stage
@@ -172,3 +172,13 @@ def test_retries_without_an_attempt_are_not_capped_by_celery() -> None:
 
     stage_tasks = [tasks.expand, tasks.encode, tasks.denoise, tasks.decode, tasks.score]
     assert [task.max_retries for task in stage_tasks] == [None] * 5
+
+
+def test_bulk_work_gives_way_only_to_interactive_work_this_worker_can_take(db: str) -> None:
+    _job(db, lane="bulk")
+    with session_scope(db) as session:
+        assert not interactive_waiting(session, ["expand"])  # bulk work only
+    _job(db)
+    with session_scope(db) as session:
+        assert interactive_waiting(session, ["expand", "encode"])
+        assert not interactive_waiting(session, ["denoise"])  # waits where others serve

@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 YIELD_CHECK_S = 0.05
 
 
-def check(runtime: Runtime) -> Callable[[], bool]:
-    """What a bulk batch asks between steps: whether interactive work waits (at most every
-    ``YIELD_CHECK_S``)."""
-    database, asked = runtime.settings.resolved_database_url, [0.0]
+def check(task: Task, runtime: Runtime) -> Callable[[], bool]:
+    """What a bulk batch asks between steps: whether interactive work waits at a stage this
+    worker serves (at most every ``YIELD_CHECK_S``)."""
+    database, asked, served = runtime.settings.resolved_database_url, [0.0], _served(task)
 
     def check() -> bool:
         now = time.monotonic()
@@ -46,7 +46,7 @@ def check(runtime: Runtime) -> Callable[[], bool]:
             return False
         asked[0] = now
         try:
-            return in_transaction(database, interactive_waiting)
+            return in_transaction(database, lambda session: interactive_waiting(session, served))
         except Exception:  # noqa: BLE001 - the database is away: go on, the monitor will tell
             return False
 
@@ -73,8 +73,7 @@ def give_way(task: Task, runtime: Runtime, claim: Claimed, step: int) -> None:
 def claim_interactive(task: Task, runtime: Runtime) -> Claimed | None:
     """The interactive run waiting longest at a stage this worker serves, claimed to run here
     now (the scheduler's first at that stage); None when there is none."""
-    settings = runtime.settings
-    served = [s for s in STAGES if queue_name(s) in task.app.amqp.queues.consume_from]
+    settings, served = runtime.settings, _served(task)
 
     def claim(session: Session) -> Claimed | None:
         found = session.execute(
@@ -106,3 +105,8 @@ def claim_interactive(task: Task, runtime: Runtime) -> Claimed | None:
     except Exception:  # noqa: BLE001 - its own message will bring it to some worker
         log.warning("interactive work not claimed after giving way", exc_info=True)
         return None
+
+
+def _served(task: Task) -> list[str]:
+    """The stages whose queues this worker consumes."""
+    return [stage for stage in STAGES if queue_name(stage) in task.app.amqp.queues.consume_from]

@@ -77,7 +77,7 @@ def _run_claimed(
         _remove_partial_writes(runtime, claim)
     batch = _gather(runtime, claim)
     try:
-        results = _work(runtime, batch)
+        results = _work(task, runtime, batch)
     except Exception as exc:
         return _settle_failure(task, runtime, batch, exc, chained=chained)
     chain = handoff.may_chain(task, runtime.settings, next_stage(claim.stage), started)
@@ -136,12 +136,12 @@ def _gather(runtime: Runtime, claim: Claimed) -> list[Claimed]:
     return [claim, *companions]
 
 
-def _work(runtime: Runtime, batch: list[Claimed]) -> Results:
+def _work(task: Task, runtime: Runtime, batch: list[Claimed]) -> Results:
     stage, after_oom = batch[0].stage, batch[0].after_oom
     monitor = StageMonitor(runtime.settings, stage, {claim.job.id: claim.token for claim in batch})
     # Bulk work gives way between denoising steps when interactive work waits.
     bulk = all(claim.job.lane == "bulk" for claim in batch)
-    should_yield = giving_way.check(runtime) if bulk and STAGES[stage].batched else None
+    should_yield = giving_way.check(task, runtime) if bulk and STAGES[stage].batched else None
     contexts = [
         StageContext(
             job_id=claim.job.id,
