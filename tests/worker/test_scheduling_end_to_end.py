@@ -157,3 +157,28 @@ def test_a_bulk_file_becomes_a_batch_and_its_gallery_works_in_a_real_browser(
     saved = os.environ.get("IMGGEN_TEST_SCREENSHOTS")
     if saved:
         shutil.copy(screenshot, Path(saved) / "gallery.png")
+
+
+def test_owners_share_the_bulk_lane_through_a_worker(one_worker: Deployment) -> None:
+    """Fair share, end to end: a key with 60 bulk jobs queued first does not hold back another
+    key's 6 (the issue's 300 and 10, scaled to this suite's time)."""
+    from producer.db import session_scope
+    from producer.keys import create_key
+
+    with session_scope(one_worker.settings.resolved_database_url) as session:
+        heavy, light = (create_key(session, name)[0].id for name in ("heavy", "light"))
+    client = one_worker.client
+    first = [
+        client.submit(f"heavy {i}", seed=i, lane="bulk", owner_key_id=heavy, **SHAPE)
+        for i in range(60)
+    ]
+    second = [
+        client.submit(f"light {i}", seed=i, lane="bulk", owner_key_id=light, **SHAPE)
+        for i in range(6)
+    ]
+    ends = {h.id: h.wait(timeout=WAIT_S)["finished_at"] for h in [*first, *second]}
+    heavy_20th = sorted(ends[h.id] for h in first)[19]
+    assert all(ends[h.id] < heavy_20th for h in second), (
+        sorted(ends[h.id] for h in second),
+        heavy_20th,
+    )
