@@ -26,7 +26,6 @@ from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
 from producer.jobs import batch_key, new_job_id
 from producer.models import (
-    ACTIVE,
     Batch,
     Job,
     JobStatus,
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
     from producer.client import Client
 
 log = logging.getLogger(__name__)
-_ACTIVE = [status.value for status in ACTIVE]
 MAX_ROWS = 100_000
 
 
