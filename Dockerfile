@@ -1,4 +1,5 @@
-# The imggen worker image (the producer side installs with plain `pip install imggen`).
+# The imggen image: workers, the API, migrations and Flower (a producer-only install is
+# plain `pip install imggen`).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 WORKDIR /app
@@ -9,7 +10,10 @@ COPY imggen imggen
 COPY producer producer
 COPY worker worker
 COPY migrations migrations
-RUN pip install --no-cache-dir ".[worker,language]"
-RUN useradd --create-home imggen
+RUN pip install --no-cache-dir ".[worker,language,flower]"
+# The artifacts folder exists, owned by the user the services run as, so that a fresh named
+# volume mounted there takes that ownership (Docker copies it from the image).
+RUN useradd --create-home --uid 1000 imggen \
+    && mkdir -p /data/artifacts && chown imggen:imggen /data/artifacts
 USER imggen
 CMD ["imggen", "worker"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,12 +165,20 @@ class ModelCache:
         dtype: str = "auto",
         max_models: int = 4,
         compile_unet: bool = False,
+        on_load: Callable[[str, float], None] | None = None,
     ) -> None:
         self.device, self.dtype, self.max_models = device, dtype, max_models
         self.compile_unet = compile_unet
+        self.on_load = on_load  # called with (folder, seconds) after each load
         self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
+
+    def resident(self) -> list[str]:
+        """The folders of the diffusion models held, most recently used first."""
+        with self._lock:
+            keys = list(self._models)
+        return [path for loader, path in reversed(keys) if loader == "load_components"]
 
     def get(self, path: str | Path, loader: Callable[..., T] | None = None) -> T:
         """The model at ``path`` as ``loader(path, device, dtype)`` returns it (default: SD)."""
@@ -178,12 +187,15 @@ class ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
+            started = time.perf_counter()
             model: Any = (
                 load_components(key[1], self.device, self.dtype, self.compile_unet)
                 if loader is None
                 else loader(key[1], self.device, self.dtype)
             )
             self.loads += 1
+            if self.on_load is not None:
+                self.on_load(key[1], time.perf_counter() - started)
             self._models[key] = model
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)

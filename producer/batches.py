@@ -25,6 +25,7 @@ from producer.catalog import native_size
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
 from producer.jobs import batch_key, new_job_id
+from producer.metrics import JOBS_SUBMITTED, after_commit
 from producer.models import (
     Batch,
     Job,
@@ -169,6 +170,7 @@ def _insert_jobs(
     connection.execute(insert(Job), jobs)
     connection.execute(insert(StageRun), runs)
     connection.execute(insert(OutboxMessage), messages)
+    after_commit(session, lambda: JOBS_SUBMITTED.labels("bulk").inc(len(jobs)))
     return [str(job["id"]) for job in jobs]
 
 

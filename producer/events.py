@@ -61,6 +61,31 @@ async def changes(redis_url: str | None, job_id: str) -> AsyncGenerator[None, No
         await asyncio.sleep(POLL_S)
 
 
+async def deployment_changes(redis_url: str | None, every_s: float = 0.5) -> AsyncGenerator[None]:
+    """Yield when any job may have changed: at most every ``every_s`` (a burst of changes is one
+    wake-up), and at least every few seconds. Without Redis, or while it does not answer, this
+    polls."""
+    if redis_url is not None:
+        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=1)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.psubscribe(channel("*"))
+            while True:
+                yield
+                await asyncio.sleep(every_s)
+                while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
+                    pass  # the changes of the interval: the next read covers them all
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S * 8)
+        except (redis.RedisError, OSError):
+            log.info("job events from Redis unavailable; polling", exc_info=True)
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+    while True:
+        yield
+        await asyncio.sleep(max(every_s, POLL_S * 2))
+
+
 class Watch:
     """Blocking wake-ups on one job's changes, for code that waits in a thread (``Client.wait``,
     ``imggen wait``): ``wait(s)`` returns at the next notification, or after ``s`` seconds.

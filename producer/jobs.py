@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session, selectinload
 
 from producer.errors import JobNotFound
+from producer.metrics import JOBS_FINISHED, JOBS_SUBMITTED, after_commit
 from producer.models import (
     ACTIVE,
     Image,
@@ -96,6 +97,7 @@ def create_job(
     session.add(job)
     session.flush()
     add_message(session, job.id, STAGES[0])
+    after_commit(session, JOBS_SUBMITTED.labels(spec.lane).inc)
     return job
 
 
@@ -121,15 +123,17 @@ def finish_job(session: Session, job_id: str, status: JobStatus, error: str | No
     Its webhook, if it asked for one, is queued in the same transaction.
     """
     now = utcnow()
-    spec = session.scalar(
+    ended = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_([s.value for s in ACTIVE]))
         .values(status=status.value, error=error, finished_at=now, updated_at=now)
-        .returning(Job.spec)
+        .returning(Job.spec, Job.lane)
         .execution_options(synchronize_session=False)
-    )
-    if spec is None:
+    ).one_or_none()
+    if ended is None:
         return False
+    spec, lane = ended
+    after_commit(session, JOBS_FINISHED.labels(status.value, lane).inc)
 
     def view() -> dict[str, Any]:
         session.expire_all()  # the UPDATE bypassed the session: read the job afresh
@@ -234,17 +238,23 @@ def list_jobs(
     status: str | None = None,
     limit: int = 50,
     cursor: tuple[datetime, str] | None = None,
+    lane: str | None = None,
+    every_owner: bool = False,
 ) -> tuple[list[Job], tuple[datetime, str] | None]:
-    """A page of the owner's jobs, newest first, and the cursor of the next page (or None)."""
+    """A page of the owner's jobs (``every_owner``: everyone's), newest first, and the cursor
+    of the next page (or None)."""
     query = (
         select(Job)
-        .where(Job.owner_key_id == owner_key_id)
         .options(selectinload(Job.stage_runs), selectinload(Job.images).selectinload(Image.metrics))
         .order_by(Job.created_at.desc(), Job.id.desc())
         .limit(limit + 1)
     )
+    if not every_owner:
+        query = query.where(Job.owner_key_id == owner_key_id)
     if status is not None:
         query = query.where(Job.status == status)
+    if lane is not None:
+        query = query.where(Job.lane == lane)
     if cursor is not None:
         created, last_id = cursor
         query = query.where(

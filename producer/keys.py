@@ -22,7 +22,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
+def create_key(session: Session, name: str, *, admin: bool = False) -> tuple[ApiKey, str]:
     """Make a key called ``name``; returns the row and the key itself (not stored anywhere).
     Raises ValueError for a name that is empty, too long or not storable text."""
     if not name.strip() or len(name) > MAX_NAME_CHARS:
@@ -32,7 +32,7 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
     except ValueError as exc:
         raise ValueError(f"name: {exc}") from None
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10])
+    row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10], admin=admin)
     session.add(row)
     session.flush()
     return row, key

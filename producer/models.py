@@ -92,6 +92,8 @@ class ApiKey(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(64))
     previous_webhook_secret: Mapped[str | None] = mapped_column(String(64))
     webhook_secret_rotated_at: Mapped[datetime | None]
+    # Admin keys see every key's jobs, the workers and the dashboard; their own jobs are plain.
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Batch(Base):
@@ -304,3 +306,21 @@ class LatentCacheEntry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WorkerHeartbeat(Base):
+    """One worker process as it last said it was: what it consumes, which models it holds,
+    what it runs. Each process writes its own row every few seconds; a row not written for
+    a while is a worker that is gone."""
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # node name / pid
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    models: Mapped[list[str]] = mapped_column(JSON)  # resident diffusion models
+    current_job_id: Mapped[str | None] = mapped_column(String(32))
+    current_stage: Mapped[str | None] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -49,6 +49,11 @@ def configure(app: Celery, settings: Settings) -> None:
     )
 
 
+def carries_events(settings: Settings) -> bool:
+    """Whether the broker can carry Celery's events (Flower's view): not the embedded SQL one."""
+    return not _is_sql_broker(settings)
+
+
 def _is_sql_broker(settings: Settings) -> bool:
     return settings.resolved_broker_url.startswith(("sqla+", "sqlalchemy+"))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +121,10 @@ class Settings(BaseSettings):
 
     broker_polling_interval: float = 0.2
     """Seconds between polls for brokers that poll (the embedded SQL broker)."""
+
+    log_format: Literal["plain", "json"] = "plain"
+    """``json``: one JSON object a log record (API and workers), carrying the job id, stage,
+    attempt, batch and lane of the work it is about."""
 
     @property
     def resolved_database_url(self) -> str:

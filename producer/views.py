@@ -20,9 +20,9 @@ def public_view(view: dict[str, Any]) -> dict[str, Any]:
     public["input_image"] = _store_key(public["input_image"], view["id"])
     for image in public["images"]:
         image["uri"] = _store_key(image["uri"], view["id"])
-    public["error"] = _redact(public["error"])
+    public["error"] = redact(public["error"])
     for stage in public["stages"]:
-        stage["error"] = _redact(stage["error"])
+        stage["error"] = redact(stage["error"])
     return public
 
 
@@ -33,5 +33,5 @@ def _store_key(uri: str | None, job_id: str) -> str | None:
     return uri[uri.rindex(marker) :] if marker in uri else uri.rsplit("/", 1)[-1]
 
 
-def _redact(message: str | None) -> str | None:
+def redact(message: str | None) -> str | None:
     return None if message is None else _PATH.sub("…/", message)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from producer.backoff import backoff_seconds
 from producer.callbacks import CallbackRefused, resolve_target
 from producer.errors import ImggenError
+from producer.metrics import WEBHOOK_DELIVERIES, after_commit
 from producer.models import WebhookAttempt, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
@@ -156,12 +157,15 @@ def record_outcome(
     )
     if outcome.error is None:
         delivery.status, delivery.delivered_at, delivery.last_error = "delivered", utcnow(), None
+        after_commit(session, WEBHOOK_DELIVERIES.labels("delivered").inc)
         return True
     delivery.last_error = outcome.error
     if outcome.refused or delivery.attempts >= max_attempts:
         delivery.status = "failed"
         log.warning("webhook %s to %s given up: %s", delivery.id, delivery.url, outcome.error)
+        after_commit(session, WEBHOOK_DELIVERIES.labels("gave_up").inc)
     else:
         delay = backoff_seconds(delivery.attempts, base=2.0, cap=600.0)
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        after_commit(session, WEBHOOK_DELIVERIES.labels("retrying").inc)
     return False

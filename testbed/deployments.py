@@ -9,12 +9,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from sqlalchemy import create_engine, inspect, text
 
 from migrations import upgrade
 from producer.client import Client
 from producer.pipeline import ALL_QUEUES
+from producer.queue import carries_events
 from worker.process import start_worker, stop_worker
 from worker.settings import WorkerSettings
 
@@ -79,10 +81,16 @@ def embedded(name: str, home: Path, model: Path, **extra: str) -> Deployment:
     return make_deployment(name, home, model, database, broker, **extra)
 
 
-def with_worker(dep: Deployment) -> Iterator[Deployment]:
-    """Migrate the database, run one worker process for as long as the caller needs it."""
+def with_worker(
+    dep: Deployment, log: IO[bytes] | None = None, loglevel: str = "WARNING"
+) -> Iterator[Deployment]:
+    """Migrate the database, run one worker process for as long as the caller needs it. It
+    sends task events where the broker carries them, as ``imggen worker`` does."""
     upgrade(dep.settings.resolved_database_url)
-    process = start_worker(env=dep.env, loglevel="WARNING", hostname=f"test-{dep.name}@%h")
+    events = dep.settings.task_events and carries_events(dep.settings)
+    process = start_worker(
+        env=dep.env, log=log, loglevel=loglevel, hostname=f"test-{dep.name}@%h", events=events
+    )
     try:
         yield dep
     finally:

@@ -28,5 +28,14 @@ def test_compose_file_is_valid_and_wires_the_services() -> None:
         "IMGGEN_BROKER_URL: redis://redis:6379/0",
         "driver: nvidia",
         "service_completed_successfully",
+        # The API and the workers share the artifacts volume; workers serve metrics, are
+        # health-checked, and Prometheus scrapes both.
+        "api:",
+        "artifacts:/data/artifacts",
+        "IMGGEN_METRICS_PORT: '9808'",
+        "inspect ping",
+        "prometheus:",
+        "/healthz",
     ):
         assert expected in config
+    assert config.count("artifacts:/data/artifacts") >= 2, "the artifacts volume is not shared"

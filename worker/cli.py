@@ -16,7 +16,7 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from producer import batch_cli
+from producer import batch_cli, serve_cli, stats_cli
 from producer import cli as producer_cli
 from producer.cli import err, out
 from producer.pipeline import ALL_QUEUES
@@ -26,14 +26,17 @@ from worker.process import worker_argv, worker_environment
 app = typer.Typer(help=producer_cli.app.info.help, no_args_is_help=True)
 app.add_typer(producer_cli.app)  # no name: its commands sit beside these
 app.add_typer(batch_cli.app)
+app.add_typer(serve_cli.app)
+app.add_typer(stats_cli.app)
 models_app = typer.Typer(help="Model folders.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(
+    context: typer.Context,
     queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = ",".join(
         ALL_QUEUES
     ),
@@ -42,11 +45,25 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
 ) -> None:
-    """Start a Celery worker that runs the pipeline stages (all stage queues by default)."""
-    argv = worker_argv(queues.split(","), concurrency, pool, loglevel, hostname)
+    """Start a Celery worker that runs the pipeline stages (all stage queues by default).
+
+    Options it does not know go to ``celery worker`` as they are (``--autoscale=4,1``,
+    ``--max-tasks-per-child=100``…). It sends task events for Flower where the broker carries
+    them (``IMGGEN_TASK_EVENTS=false`` turns them off).
+    """
+    from producer.queue import carries_events
+    from worker.settings import get_worker_settings
+
+    settings = get_worker_settings()
+    events = settings.task_events and carries_events(settings)
+    argv = worker_argv(
+        queues.split(","), concurrency, pool, loglevel, hostname, events=events, extra=context.args
+    )
     # Replace this process: signals (SIGTERM for a warm shutdown) go straight to Celery.
-    soft_shutdown = get_settings().worker_soft_shutdown_seconds
-    os.execve(sys.executable, argv, worker_environment(soft_shutdown, os.environ))
+    env = worker_environment(
+        settings.worker_soft_shutdown_seconds, os.environ, metrics=settings.metrics_port > 0
+    )
+    os.execve(sys.executable, argv, env)
 
 
 @app.command()

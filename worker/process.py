@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from producer.metrics import multiprocess_dir
 from producer.pipeline import ALL_QUEUES
 
 
@@ -20,7 +21,11 @@ def worker_argv(
     loglevel: str = "INFO",
     hostname: str | None = None,
     include: Sequence[str] = (),
+    events: bool = False,
+    extra: Sequence[str] = (),
 ) -> list[str]:
+    """``events``: send task events and heartbeats (what Flower reads), for a broker that can
+    carry them; ``extra``: more ``celery worker`` options, passed as they are."""
     argv = [
         *_celery_command(),
         "-A",
@@ -30,30 +35,33 @@ def worker_argv(
         f"--concurrency={concurrency}",
         f"--pool={pool}",
         f"--loglevel={loglevel}",
-        # Gossip, mingle and heartbeats broadcast between workers; the embedded SQL broker has
-        # no fanout exchange, and imggen needs none of them (SQL coordinates the work).
+        # Gossip and mingle broadcast between workers; the embedded SQL broker has no fanout
+        # exchange, and imggen needs neither (SQL coordinates the work).
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
+        *(["--task-events"] if events else ["--without-heartbeat"]),
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
     if include:
         argv.append(f"--include={','.join(include)}")
-    return argv
+    return [*argv, *extra]
 
 
-def worker_environment(soft_shutdown_seconds: float, base: Mapping[str, str]) -> dict[str, str]:
+def worker_environment(
+    soft_shutdown_seconds: float, base: Mapping[str, str], *, metrics: bool = False
+) -> dict[str, str]:
     """The environment a worker process needs beyond ``base``.
 
     With a soft-shutdown window, SIGTERM must start Celery's cold shutdown path (billiard reads
     REMAP_SIGTERM at import): stages still running when the window closes are stopped and their
-    messages handed back, instead of holding the shutdown for as long as they take.
+    messages handed back, instead of holding the shutdown for as long as they take. With
+    ``metrics``, a fresh folder where every pool process writes its Prometheus values.
     """
     env = dict(base)
     if soft_shutdown_seconds > 0:
         env["REMAP_SIGTERM"] = "SIGQUIT"
-    return env
+    return multiprocess_dir(env) if metrics else env
 
 
 def _celery_command() -> list[str]:
@@ -69,9 +77,10 @@ def start_worker(
     """Start a worker in its own process group, so stopping it also stops its pool."""
     base = dict(env) if env is not None else dict(os.environ)
     soft_shutdown = float(base.get("IMGGEN_WORKER_SOFT_SHUTDOWN_SECONDS", "0"))
+    metrics = int(base.get("IMGGEN_METRICS_PORT", "0")) > 0
     return subprocess.Popen(
         worker_argv(**options),  # type: ignore[arg-type]
-        env=worker_environment(soft_shutdown, base),
+        env=worker_environment(soft_shutdown, base, metrics=metrics),
         stdout=log,
         stderr=log,
         start_new_session=True,

@@ -98,6 +98,18 @@ class WorkerSettings(Settings):
     """A worker idle this long while its queues hold messages restarts itself (0: never);
     works around Celery workers that stop consuming after a Redis reconnect."""
 
+    # What operators see.
+    heartbeat_seconds: float = 5.0
+    """How often each worker process writes its heartbeat row (queues, resident models, current
+    job), which the admin API and the dashboard read (0: never)."""
+
+    metrics_port: int = 0
+    """Serve this worker's Prometheus metrics (every pool process's) on this port (0: off)."""
+
+    task_events: bool = True
+    """Send Celery task events (what Flower shows) where the broker can carry them (not the
+    embedded SQL broker, which has no fanout exchange)."""
+
     @model_validator(mode="after")
     def _check_together(self) -> WorkerSettings:
         if self.stage_lease_seconds >= self.stage_time_limit_seconds:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from producer.api import batches, image_links, jobs, webhook_secret
+from producer.api import admin, batches, image_links, jobs, webhook_secret
 from producer.api.a1111 import routes as a1111
 from producer.api.a1111.translate import A1111Error
 from producer.api.guards import RETRY_AFTER_S, BodySizeLimit, database_unavailable
@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(image_links.router)
     app.include_router(webhook_secret.router)
     app.include_router(a1111.router)
+    app.include_router(admin.router)
+    app.include_router(admin.pages)
     app.add_exception_handler(OpenAIError, openai_images.error_response)
     app.add_exception_handler(A1111Error, a1111.error_response)
     app.add_exception_handler(DBAPIError, database_unavailable)

@@ -54,6 +54,14 @@ def api_key(request: Request, credentials: Bearer) -> ApiKey:
     return key
 
 
+def admin_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
+    """The caller's key when it is an admin key (``imggen keys create --admin``); 403 if not."""
+    if not key.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this needs an admin API key")
+    return key
+
+
 CurrentKey = Annotated[ApiKey, Depends(api_key)]
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
 ApiClient = Annotated[Client, Depends(client)]
 ApiSettings = Annotated[Settings, Depends(settings)]

@@ -18,6 +18,7 @@ from producer.api.deps import ApiClient, ApiSettings, CurrentKey
 from producer.api.schemas import FieldErrors, JobList, JobView, Refusal
 from producer.api.submission import TERMINAL_VALUES, owned_view, submit_for_key
 from producer.artifacts import ArtifactStore
+from producer.client import Client
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
 from producer.events import changes, notify
@@ -188,16 +189,20 @@ async def list_my_jobs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
     """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    status_value = job_status.value if job_status else None
+    return await page_of_jobs(
+        request, client, cursor, limit=limit, owner_key_id=key.id, status=status_value
+    )
+
+
+async def page_of_jobs(
+    request: Request, client: Client, cursor: str | None, **filters: Any
+) -> dict[str, Any]:
+    """A page of jobs as ``list_jobs(**filters)`` finds them, with the next page's cursor."""
     after = _decode_cursor(cursor) if cursor else None
 
     def read(session: Any) -> tuple[list[dict[str, Any]], str | None]:
-        jobs, following = list_jobs(
-            session,
-            owner_key_id=key.id,
-            status=job_status.value if job_status else None,
-            limit=limit,
-            cursor=after,
-        )
+        jobs, following = list_jobs(session, cursor=after, **filters)
         token = None
         if following is not None:
             token = base64.urlsafe_b64encode(

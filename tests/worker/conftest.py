@@ -42,8 +42,14 @@ def api_stack(
             # The tests' webhook receivers listen on the loopback, which is otherwise refused.
             webhook_allowed_hosts='["127.0.0.1"]',
             sweep_interval_seconds="0.3",
+            # What operators see (tests/worker/test_operator_view.py): worker metrics, frequent
+            # heartbeats, JSON logs in a file the tests read.
+            metrics_port=str(free_port()),
+            heartbeat_seconds="0.5",
+            log_format="json",
         )
-        for running in with_worker(dep):
+        log = (home / "worker.log").open("wb")
+        for running in with_worker(dep, log=log, loglevel="INFO"):
             port = free_port()
             api = subprocess.Popen(
                 [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
@@ -66,6 +72,7 @@ def api_stack(
             finally:
                 api.terminate()
                 api.wait(10)
+        log.close()
     redis.stop()
 
 

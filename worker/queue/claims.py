@@ -54,6 +54,7 @@ class ClaimedJob:
     input_image_uri: str | None
     batch_key: str | None
     lane: str
+    batch_id: str | None  # the bulk run it belongs to
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ _START_JOB_STAGE = (
         progress_total=None,
         updated_at=bindparam("now"),
     )
-    .returning(Job.id, Job.model, Job.spec, Job.input_image_uri, Job.batch_key, Job.lane)
+    .returning(
+        Job.id, Job.model, Job.spec, Job.input_image_uri, Job.batch_key, Job.lane, Job.batch_id
+    )
 )
 
 

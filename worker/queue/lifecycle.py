@@ -23,13 +23,16 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from imggen.errors import StageAborted
+from producer import logs
 from producer.artifacts import job_prefix
 from producer.db import in_transaction
 from producer.events import notify
+from producer.metrics import LEASE_TAKEOVERS
 from producer.pipeline import next_stage
 from producer.spec import JobSpec
 from producer.stage_outputs import EarlierOutputs
-from worker.queue import giving_way, handoff
+from worker import heartbeat
+from worker.queue import giving_way, handoff, measures
 from worker.queue.claims import Claimed, Refusal, Refused
 from worker.queue.commits import commit_stage, record_failure
 from worker.queue.monitor import StageMonitor
@@ -73,15 +76,26 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
 def _run_claimed(
     task: Task, runtime: Runtime, claim: Claimed, started: float, *, chained: bool
 ) -> Outcome:
-    if claim.took_over:
-        _remove_partial_writes(runtime, claim)
-    batch = _gather(runtime, claim)
-    try:
-        results = _work(task, runtime, batch)
-    except Exception as exc:
-        return _settle_failure(task, runtime, batch, exc, chained=chained)
-    chain = handoff.may_chain(task, runtime.settings, next_stage(claim.stage), started)
-    return _commit_and_hand_off(task, runtime, batch, results, chain=chain)
+    job = claim.job
+    about = {"job_id": job.id, "stage": claim.stage, "attempt": claim.attempt, "lane": job.lane}
+    with logs.work(**about, batch_id=job.batch_id), heartbeat.running(job.id, claim.stage):
+        if claim.took_over:
+            LEASE_TAKEOVERS.labels(claim.stage).inc()
+            _remove_partial_writes(runtime, claim)
+        batch = _gather(runtime, claim)
+        if STAGES[claim.stage].batched:
+            measures.batch_formed(batch)
+        working = time.perf_counter()
+        try:
+            results = _work(task, runtime, batch)
+        except Exception as exc:
+            measures.ran(batch, time.perf_counter() - working, None)
+            return _settle_failure(task, runtime, batch, exc, chained=chained)
+        seconds = time.perf_counter() - working
+        measures.ran(batch, seconds, results)
+        log.info("%s ran in %.3f s (%d jobs)", claim.stage, seconds, len(batch))
+        chain = handoff.may_chain(task, runtime.settings, next_stage(claim.stage), started)
+        return _commit_and_hand_off(task, runtime, batch, results, chain=chain)
 
 
 def _claim(runtime: Runtime, job_id: str, stage: str) -> Claimed | Refused:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image as PILImage
 
 from producer.artifacts import ArtifactStore
+from producer.metrics import MODEL_LOAD
 from worker.settings import WorkerSettings, get_worker_settings
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ class Runtime:
     _handover: Handover | None = field(default=None, repr=False)
     _vocabulary: tuple[SentenceEmbedder, VocabularyMap] | None = field(default=None, repr=False)
     _draws_shapes: dict[str, bool] = field(default_factory=dict, repr=False)
+    _model_ids: dict[str, str] = field(default_factory=dict, repr=False)  # folder -> model id
 
     @property
     def models(self) -> ModelCache:
@@ -41,7 +44,10 @@ class Runtime:
 
             settings = self.settings
             self._models = ModelCache(
-                settings.device, settings.dtype, compile_unet=settings.torch_compile
+                settings.device,
+                settings.dtype,
+                compile_unet=settings.torch_compile,
+                on_load=_count_load,
             )
         return self._models
 
@@ -69,7 +75,16 @@ class Runtime:
 
     def components(self, model_id: str) -> Components:
         """The resident diffusion model for ``model_id``, loaded on first use."""
-        return self.models.get(self.model_folder(model_id))
+        folder = self.model_folder(model_id)
+        self._model_ids[str(Path(folder).resolve())] = model_id
+        return self.models.get(folder)
+
+    def resident_models(self) -> list[str]:
+        """The diffusion models this process holds, most recently used first (none loaded yet:
+        nothing, without importing the model code)."""
+        if self._models is None:
+            return []
+        return [self._model_ids.get(folder, folder) for folder in self._models.resident()]
 
     def expander(self) -> LanguageModel | None:
         """The configured prompt expander, or None when the deployment has none."""
@@ -142,3 +157,7 @@ class Runtime:
 def get_runtime() -> Runtime:
     settings = get_worker_settings()
     return Runtime(settings=settings, store=ArtifactStore(settings.resolved_artifacts_url))
+
+
+def _count_load(folder: str, seconds: float) -> None:
+    MODEL_LOAD.labels(Path(folder).name).observe(seconds)
