@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -23,8 +23,10 @@ from producer.api.schemas import JobList
 from producer.artifacts import ArtifactStore
 from producer.db import in_transaction
 from producer.events import deployment_changes
+from producer.jobs import is_job_id
 from producer.metrics import DeploymentCollector, exposition
 from producer.models import Image, JobStatus
+from producer.spec import MAX_IMAGES
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 pages = APIRouter(include_in_schema=False)
@@ -111,8 +113,12 @@ async def list_workers(_: AdminKey, client: ApiClient) -> Any:
     response_class=Response,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}},
 )
-async def get_any_image(job_id: str, index: int, _: AdminKey, client: ApiClient) -> Response:
+async def get_any_image(
+    job_id: str, index: Annotated[int, Path(ge=0, lt=MAX_IMAGES)], _: AdminKey, client: ApiClient
+) -> Response:
     """The PNG of image `index` of any key's job (the dashboard's thumbnails)."""
+    if not is_job_id(job_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
 
     def read(session: Session) -> str | None:
         query = select(Image.uri).where(Image.job_id == job_id, Image.index == index)
