@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
 from migrations import upgrade
@@ -24,6 +25,7 @@ from producer.db import in_transaction
 from producer.models import TERMINAL, Image, Job, OutboxMessage, StageRun, utcnow
 from producer.pipeline import ALL_QUEUES
 from testbed.deployments import make_deployment
+from testbed.services import free_port
 from worker.process import start_worker, stop_worker
 
 TERMINAL_VALUES = {status.value for status in TERMINAL}
@@ -75,6 +77,7 @@ class Cluster:
         self.settings, self.env = deployment.settings, deployment.env
         self.client = Client(self.settings)
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.metrics_ports: dict[int, int] = {}  # worker pid -> its Prometheus port
         self.fault_times: list[datetime] = []
         upgrade(database_url)
 
@@ -84,9 +87,10 @@ class Cluster:
         # Each worker logs to a file of its own in the cluster's home, not over the output of
         # the test or benchmark (the worker keeps its own copy of the descriptor).
         self.home.mkdir(parents=True, exist_ok=True)
+        port = free_port()
         with (self.home / f"worker-{len(self.workers)}.log").open("ab") as log:
             process = start_worker(
-                env=self.env,
+                env=self.env | {"IMGGEN_METRICS_PORT": str(port)},
                 log=log,
                 concurrency=concurrency,
                 loglevel="WARNING",
@@ -95,7 +99,20 @@ class Cluster:
                 queues=queues,
             )
         self.workers.append(process)
+        self.metrics_ports[process.pid] = port
         return process
+
+    def metric(self, worker: subprocess.Popen[bytes], name: str) -> float:
+        """The sum of sample ``name`` over its labels, as ``worker`` serves it now."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_ports[worker.pid]}/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
 
     def stop(self) -> None:
         for process in self.workers:

@@ -57,8 +57,11 @@ def test_killing_pool_processes_mid_stage(cluster_factory) -> None:  # type: ign
 
 
 def test_killing_the_whole_worker(cluster_factory) -> None:  # type: ignore[no-untyped-def]
-    outcome = scenarios.kill_whole_worker(cluster_factory(), jobs=20, kills=2)
+    cluster = cluster_factory()
+    outcome = scenarios.kill_whole_worker(cluster, jobs=20, kills=2)
     outcome.assert_clean()
+    # The last worker took over the stage its killed predecessor held, and its metrics say so.
+    assert cluster.metric(cluster.workers[-1], "imggen_lease_takeovers_total") >= 1
 
 
 def test_killing_the_worker_during_a_batch(cluster_factory) -> None:  # type: ignore[no-untyped-def]
