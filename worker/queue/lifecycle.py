@@ -76,14 +76,16 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
 def _run_claimed(
     task: Task, runtime: Runtime, claim: Claimed, started: float, *, chained: bool
 ) -> Outcome:
-    job = claim.job
-    about = {"job_id": job.id, "stage": claim.stage, "attempt": claim.attempt, "lane": job.lane}
-    with logs.work(**about, batch_id=job.batch_id), heartbeat.running(job.id, claim.stage):
+    job, stage = claim.job, claim.stage
+    about = logs.work(
+        job_id=job.id, stage=stage, attempt=claim.attempt, batch_id=job.batch_id, lane=job.lane
+    )
+    with about, heartbeat.running(job.id, stage):
         if claim.took_over:
-            LEASE_TAKEOVERS.labels(claim.stage).inc()
+            LEASE_TAKEOVERS.labels(stage).inc()
             _remove_partial_writes(runtime, claim)
         batch = _gather(runtime, claim)
-        if STAGES[claim.stage].batched:
+        if STAGES[stage].batched:
             measures.batch_formed(batch)
         working = time.perf_counter()
         try:
@@ -93,8 +95,8 @@ def _run_claimed(
             return _settle_failure(task, runtime, batch, exc, chained=chained)
         seconds = time.perf_counter() - working
         measures.ran(batch, seconds, results)
-        log.info("%s ran in %.3f s (%d jobs)", claim.stage, seconds, len(batch))
-        chain = handoff.may_chain(task, runtime.settings, next_stage(claim.stage), started)
+        log.info("%s ran in %.3f s (%d jobs)", stage, seconds, len(batch))
+        chain = handoff.may_chain(task, runtime.settings, next_stage(stage), started)
         return _commit_and_hand_off(task, runtime, batch, results, chain=chain)
 
 
