@@ -142,27 +142,26 @@ class DeploymentCollector(Collector):
             )
 
         depth, running, jobs, workers = in_transaction(self.database_url, read)
-        queued = GaugeMetricFamily(
-            "imggen_queue_depth", "Stage runs waiting to be claimed.", labels=["stage", "lane"]
-        )
-        for stage, lanes in depth.items():
-            for lane, count in lanes.items():
-                queued.add_metric([stage, lane], count)
-        yield queued
+        yield _by_lane("imggen_queue_depth", "Stage runs waiting to be claimed.", "stage", depth)
         busy = GaugeMetricFamily(
             "imggen_stage_runs_running", "Stage runs a worker holds now.", labels=["stage"]
         )
         for stage, count in running.items():
             busy.add_metric([stage], count)
         yield busy
-        by_status = GaugeMetricFamily(
-            "imggen_jobs", "Jobs in SQL, by status and lane.", labels=["status", "lane"]
-        )
-        for status, lanes in jobs.items():
-            for lane, count in lanes.items():
-                by_status.add_metric([status, lane], count)
-        yield by_status
+        yield _by_lane("imggen_jobs", "Jobs in SQL, by status and lane.", "status", jobs)
         alive = sum(1 for worker in workers if worker["alive"])
         yield GaugeMetricFamily(
             "imggen_worker_processes_alive", "Worker processes heard from lately.", value=alive
         )
+
+
+def _by_lane(
+    name: str, documentation: str, label: str, counts: dict[str, dict[str, int]]
+) -> GaugeMetricFamily:
+    """A gauge of ``counts`` (``label`` value -> lane -> count), labelled ``label`` and lane."""
+    family = GaugeMetricFamily(name, documentation, labels=[label, "lane"])
+    for value, lanes in counts.items():
+        for lane, count in lanes.items():
+            family.add_metric([value, lane], count)
+    return family
