@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 from producer import overview
 from producer.api.deps import AdminKey, ApiClient, ApiSettings
 from producer.api.jobs import page_of_jobs
+from producer.api.paging import Cursor, Limit, StatusFilter
 from producer.api.schemas import JobList
 from producer.artifacts import ArtifactStore
 from producer.db import in_transaction
 from producer.events import deployment_changes
 from producer.jobs import is_job_id
 from producer.metrics import DeploymentCollector, exposition
-from producer.models import Image, JobStatus
+from producer.models import Image
 from producer.spec import MAX_IMAGES
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -73,10 +74,10 @@ async def list_all_jobs(
     request: Request,
     _: AdminKey,
     client: ApiClient,
-    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    job_status: StatusFilter = None,
     lane: Lane = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Any:
     """Every key's jobs, newest first, by status and lane if asked; `next_cursor` pages on."""
     return await page_of_jobs(

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from producer.api.deps import ApiClient, ApiSettings, CurrentKey
+from producer.api.paging import Cursor, Limit, StatusFilter, decode_cursor, encode_cursor
 from producer.api.schemas import FieldErrors, JobList, JobView, Refusal
 from producer.api.submission import TERMINAL_VALUES, owned_view, submit_for_key
 from producer.artifacts import ArtifactStore
@@ -22,8 +20,7 @@ from producer.client import Client
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
 from producer.events import changes, notify
-from producer.jobs import is_job_id, job_view, list_jobs
-from producer.models import JobStatus
+from producer.jobs import job_view, list_jobs
 from producer.quotas import QuotaExceeded
 from producer.spec import JobSpec
 from producer.views import public_view
@@ -160,33 +157,14 @@ async def submit_job(
     return JSONResponse(view, status_code=status.HTTP_202_ACCEPTED, headers=headers)
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        if not is_job_id(job_id):
-            raise ValueError(job_id)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["query", "cursor"],
-                    "msg": "not a cursor from this API",
-                    "type": "value_error",
-                }
-            ],
-        ) from None
-
-
 @router.get("", response_model=JobList)
 async def list_my_jobs(
     request: Request,
     key: CurrentKey,
     client: ApiClient,
-    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    job_status: StatusFilter = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Any:
     """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
     status_value = job_status.value if job_status else None
@@ -199,15 +177,11 @@ async def page_of_jobs(
     request: Request, client: Client, cursor: str | None, **filters: Any
 ) -> dict[str, Any]:
     """A page of jobs as ``list_jobs(**filters)`` finds them, with the next page's cursor."""
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
 
     def read(session: Any) -> tuple[list[dict[str, Any]], str | None]:
         jobs, following = list_jobs(session, cursor=after, **filters)
-        token = None
-        if following is not None:
-            token = base64.urlsafe_b64encode(
-                f"{following[0].isoformat()}|{following[1]}".encode()
-            ).decode()
+        token = encode_cursor(following) if following is not None else None
         return [job_view(job) for job in jobs], token
 
     views, token = await run_in_threadpool(
