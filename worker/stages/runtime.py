@@ -35,7 +35,7 @@ class Runtime:
     _handover: Handover | None = field(default=None, repr=False)
     _vocabulary: tuple[SentenceEmbedder, VocabularyMap] | None = field(default=None, repr=False)
     _draws_shapes: dict[str, bool] = field(default_factory=dict, repr=False)
-    _model_ids: dict[str, str] = field(default_factory=dict, repr=False)  # folder -> model id
+    _model_ids: set[str] = field(default_factory=set, repr=False)  # the diffusion models asked for
 
     @property
     def models(self) -> ModelCache:
@@ -75,16 +75,17 @@ class Runtime:
 
     def components(self, model_id: str) -> Components:
         """The resident diffusion model for ``model_id``, loaded on first use."""
-        folder = self.model_folder(model_id)
-        self._model_ids[str(Path(folder).resolve())] = model_id
-        return self.models.get(folder)
+        self._model_ids.add(model_id)
+        return self.models.get(self.model_folder(model_id))
 
     def resident_models(self) -> list[str]:
         """The diffusion models this process holds, most recently used first (none loaded yet:
         nothing, without importing the model code)."""
         if self._models is None:
             return []
-        return [self._model_ids.get(folder, folder) for folder in self._models.resident()]
+        # Folders are resolved here, on the heartbeat's thread, not on every stage's call.
+        by_folder = {str(Path(self.model_folder(m)).resolve()): m for m in list(self._model_ids)}
+        return [by_folder.get(folder, folder) for folder in self._models.resident()]
 
     def expander(self) -> LanguageModel | None:
         """The configured prompt expander, or None when the deployment has none."""
