@@ -9,7 +9,9 @@ Three tables, every image read by the checker in ``imggen.shapes`` (exact on ren
 2. The same scenes through the queue (embedded SQLite, one worker), semantic cache off and on:
    what approximate caching costs in quality.
 3. Paraphrases the model never saw ("a cherry-red ball on a cloud-white field"), through the
-   queue with the expand stage's vocabulary mapping off and on.
+   queue with the expand stage's mapping off (canonical prompts off), by the colour table and
+   the sentence embedder, and with the language model too (``--language-model``).
+   ``bench.language`` gives each source's share of the mapping alone.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def through_queue(
     *,
     steps: int,
     guidance: float,
+    seeds: Sequence[int] | None = None,
     **settings: str,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """One job per prompt through a worker; adherence is read against the scene the prompt
@@ -127,7 +130,13 @@ def through_queue(
         try:
             handles = [
                 dep.client.submit(
-                    prompt, n=1, seed=i, steps=steps, width=64, height=64, guidance=guidance
+                    prompt,
+                    n=1,
+                    seed=seeds[i] if seeds else i,
+                    steps=steps,
+                    width=64,
+                    height=64,
+                    guidance=guidance,
                 )
                 for i, prompt in enumerate(prompts)
             ]
@@ -155,6 +164,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--scenes", type=int, default=0, help="first N scenes only (0: all)")
     parser.add_argument("--only", choices=("steps", "cache", "paraphrases"), action="append")
+    parser.add_argument(
+        "--language-model", type=Path, default=None, help="the imported SmolLM2, for table 3"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     scenes = all_scenes()[: args.scenes or None]
@@ -196,15 +208,23 @@ def main() -> None:
             print(f'\n### 3. Paraphrases (e.g. "{prompts[0]}"), 25 steps, vocabulary mapping\n')
             print(header.format("mapping", " prompt mapped to the right caption |"))
             print("|---|---:|---:|---:|---:|---:|")
-            for label, embedder in (("off", "none"), ("on", "packaged")):
+            runs = {
+                "off": {"canonical_prompts": "false"},
+                "table + embedder": {"expand_model": "none"},
+            }
+            if args.language_model is not None:
+                runs["table + embedder + language model"] = {
+                    "expand_model": str(args.language_model)
+                }
+            for label, extra in runs.items():
                 values, infos = through_queue(
-                    root / f"para-{label}",
+                    root / f"para-{label.replace(' ', '')}",
                     args.model,
                     prompts,
                     scenes,
                     steps=25,
                     guidance=args.guidance,
-                    embed_model=embedder,
+                    **extra,
                 )
                 right = statistics.mean(
                     parse_caption(info["expanded_prompt"]) == scene

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from imggen.stages.decode import decode, png_bytes
     from imggen.stages.denoise import denoise
     from imggen.stages.encode import PromptEmbeddings, encode_image, encode_prompt
-    from imggen.stages.expand import Expansion, caption, expand
+    from imggen.stages.expand import Expansion, canonical_text, caption, expand
     from imggen.stages.score import score
 
 _WHERE = {
@@ -49,6 +49,7 @@ _WHERE = {
     "ModelNotFound": "imggen.errors",
     "PromptEmbeddings": "imggen.stages.encode",
     "StageAborted": "imggen.errors",
+    "canonical_text": "imggen.stages.expand",
     "caption": "imggen.stages.expand",
     "decode": "imggen.stages.decode",
     "denoise": "imggen.stages.denoise",
@@ -89,6 +90,7 @@ __all__ = [
     "ModelNotFound",
     "PromptEmbeddings",
     "StageAborted",
+    "canonical_text",
     "caption",
     "decode",
     "denoise",

@@ -45,6 +45,25 @@ class LanguageModel:
     model: PreTrainedModel
     device: torch.device
 
+    @torch.inference_mode()
+    def likelihood(self, contexts: Sequence[str], continuation: str) -> torch.Tensor:
+        """The log-likelihood of ``continuation`` after each of ``contexts`` (one forward pass)."""
+        starts = [len(self.tokenizer(context).input_ids) for context in contexts]
+        texts = [context + continuation for context in contexts]
+        pad = self.tokenizer.pad_token_id
+        self.tokenizer.pad_token_id = self.tokenizer.eos_token_id if pad is None else pad
+        self.tokenizer.padding_side = "right"
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
+        log_probs = self.model(**batch).logits.float().log_softmax(dim=-1)
+        # The log-probability of each token given those before it, summed over the continuation.
+        token_log_probs = log_probs[:, :-1].gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+        positions = torch.arange(token_log_probs.shape[1], device=self.device)
+        lengths = batch.attention_mask.sum(dim=1)
+        mask = (positions[None] >= torch.tensor(starts, device=self.device)[:, None] - 1) & (
+            positions[None] < lengths[:, None] - 1
+        )
+        return (token_log_probs * mask).sum(dim=1).cpu()
+
 
 @dataclass
 class Captioner:

@@ -30,7 +30,7 @@ from producer.outbox import add_message
 from producer.pipeline import STAGES
 from producer.scheduling import place_in_queue
 from producer.spec import JobSpec
-from producer.stage_outputs import cache_record, read_output
+from producer.stage_outputs import cache_record, expansion_record, read_output
 from producer.views import public_view
 from producer.webhooks import add_delivery
 
@@ -189,6 +189,15 @@ def job_view(job: Job, *, place: bool = False) -> dict[str, Any]:
                 record.model_dump()
                 for run in job.stage_runs
                 if run.stage == "denoise" and (record := cache_record(run.output)) is not None
+            ),
+            None,
+        ),
+        # How the expand stage arrived at the prompt drawn, once it ran.
+        "expansion": next(
+            (
+                expansion_record(run.output)
+                for run in job.stage_runs
+                if run.stage == "expand" and run.output
             ),
             None,
         ),

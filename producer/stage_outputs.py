@@ -25,7 +25,9 @@ class ExpandOutput(StageOutput):
     expanded: bool = False
     mapped: bool = False
     caption: str | None = None
-    expander: str | None = None  # the language model that expanded it
+    expander: str | None = None  # the language model that expanded or mapped it
+    mapped_by: list[str] = []  # what mapped it onto the model's words (table, embedder…)
+    cached: bool = False  # the expansion came from the worker's cache of model outputs
 
 
 class EncodeOutput(StageOutput):
@@ -102,3 +104,18 @@ def read_output(stage: str, stored: dict[str, Any]) -> StageOutput:
 def cache_record(stored: dict[str, Any] | None) -> CacheRecord | None:
     """A denoise run's cache record, from its stored output (None before it ran)."""
     return DenoiseOutput.model_validate(stored).cache if stored else None
+
+
+def expansion_record(stored: dict[str, Any]) -> dict[str, Any]:
+    """What a job's view shows of its expand run: how the prompt drawn came about. The
+    language model is named by its folder, not its path on a worker."""
+    output = ExpandOutput.model_validate(stored)
+    return {
+        "expanded": output.expanded,
+        "mapped": output.mapped,
+        "mapped_by": output.mapped_by,
+        "expander": output.expander.replace("\\", "/").rsplit("/", 1)[-1]
+        if output.expander
+        else None,
+        "cached": output.cached,
+    }

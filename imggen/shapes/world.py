@@ -43,11 +43,11 @@ def caption(scene: Scene) -> str:
     return f"a {scene.colour} {scene.shape} on a {scene.background} background"
 
 
-# What ``imggen demo`` draws: scenes of the shapes world; the fourth in other words, which the
-# expand stage maps onto the model's own.
+# What ``imggen demo`` draws: scenes of the shapes world; the second and the fourth in other
+# words, which the expand stage maps onto the model's own.
 DEMO_PROMPTS = [
     "a yellow triangle on a black background",
-    "a red circle on a white background",
+    "beneath a coal-black sky, a small lemon disc",
     "a blue square on a yellow background",
     "a cherry-red ball on a cloud-white field",
     "a green cross on a purple background",

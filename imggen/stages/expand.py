@@ -1,14 +1,17 @@
 """Stage 1, expand: decide the prompt the diffusion model is given.
 
-- ``expand`` lets a causal language model extend the user's prompt (Fooocus-style), seeded so
-  the same prompt, seed and model always give the same expansion, optionally held to a list of
-  allowed words so it adds style words and nothing else.
+- ``expand`` lets a causal language model extend the user's prompt, seeded so the same prompt,
+  seed and model always give the same expansion. An instruct model (one with a chat template,
+  SmolLM2) is asked for visual details to add; a plain one continues the prompt (Fooocus-style),
+  optionally held to a list of allowed words so it adds style words and nothing else. Either
+  way the user's words lead, and the result is held to the diffusion model's token budget.
 - ``caption`` describes an input image, for image-to-image jobs that come without a prompt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +33,12 @@ def clean(text: str) -> str:
     return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
 
 
+def canonical_text(prompt: str) -> str:
+    """A prompt's canonical form for a model of any world: what CLIP's tokenizer would not
+    tell apart (case, spacing, a closing full stop) folded away."""
+    return clean(prompt).lower().rstrip(" .")
+
+
 @torch.inference_mode()
 def expand(
     prompt: str,
@@ -38,8 +47,12 @@ def expand(
     seed: int = 0,
     max_new_tokens: int = 24,
     allowed_words: Sequence[str] | None = None,
+    fits: Callable[[str], bool] | None = None,
 ) -> Expansion:
     """Return the prompt to encode: ``prompt`` itself, or extended by ``expander``.
+
+    ``fits`` tells whether a prompt is within the diffusion model's token budget; added
+    phrases that would overflow it are dropped.
 
     Raises InvalidInput for an empty prompt or a bad token bound.
     """
@@ -52,10 +65,17 @@ def expand(
     if max_new_tokens < 1:
         raise InvalidInput(f"max_new_tokens: must be at least 1 (got {max_new_tokens})")
 
-    # 2. Generate a continuation, seeded without disturbing anyone else's random state.
+    # 2. Generate, seeded without disturbing anyone else's random state.
     tokenizer = expander.tokenizer
-    inputs = tokenizer(original, return_tensors="pt").to(expander.device)
-    prompt_length = inputs.input_ids.shape[1]
+    instruct = bool(getattr(tokenizer, "chat_template", None)) and not allowed_words
+    if instruct:
+        messages = [{"role": "user", "content": _INSTRUCTION.format(prompt=original)}]
+        inputs = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(expander.device)
+    else:
+        inputs = tokenizer(original, return_tensors="pt").to(expander.device)
+    prompt_length = inputs["input_ids"].shape[1]
     allowed = _WordConstraint(tokenizer, allowed_words, prompt_length) if allowed_words else None
     devices = [expander.device] if expander.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -64,26 +84,38 @@ def expand(
             **inputs,
             do_sample=True,
             top_p=0.9,
+            temperature=0.7 if instruct else 1.0,
+            # Small instruct models loop without it.
+            repetition_penalty=1.3 if instruct else 1.0,
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.eos_token_id,
             prefix_allowed_tokens_fn=allowed,
         )
 
-    # 3. Keep the continuation only: the user's words always lead the prompt.
-    continuation = clean(tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True))
+    # 3. Keep the added phrases only: the user's words always lead the prompt.
+    text = clean(tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True))
+    pieces = [piece.strip(" \"'") for piece in re.split(r"[,.;]|\.\.\.", text)]
     if allowed_words:
         # The token bound can cut the last word short: keep whole allowed words only.
         allowed_set = {clean(word) for word in allowed_words}
-        kept = [piece.strip() for piece in continuation.split(",") if piece.strip() in allowed_set]
-        continuation = ", ".join(kept)
-    if not continuation:
+        pieces = [piece for piece in pieces if piece in allowed_set]
+    elif instruct:
+        # The last phrase may be cut short by the bound; phrases that repeat the prompt add
+        # nothing.
+        pieces = pieces[:-1] if len(pieces) > 1 else pieces
+        pieces = [p for p in pieces if p and p.lower() not in original.lower()]
+    prompt = original
+    for piece in pieces:
+        candidate = f"{prompt}, {piece}" if piece else prompt
+        if fits is not None and not fits(candidate):
+            break
+        prompt = candidate
+    if prompt == original:
         return Expansion(original=original, prompt=original, expanded=False)
-    joined = (
-        f"{original}{continuation}"
-        if continuation.startswith(",")
-        else f"{original}, {continuation}"
-    )
-    return Expansion(original=original, prompt=clean(joined), expanded=True)
+    return Expansion(original=original, prompt=clean(prompt), expanded=True)
+
+
+_INSTRUCTION = "Write a detailed image prompt for: {prompt}\nUse short comma-separated phrases."
 
 
 @dataclass

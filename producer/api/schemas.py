@@ -61,6 +61,9 @@ class JobView(BaseModel):
     started_at: str | None
     finished_at: str | None
     cache: dict[str, Any] | None = None
+    # expanded, mapped, mapped_by (table, embedder, language model, world words), expander (the
+    # language model's folder name), cached
+    expansion: dict[str, Any] | None = None
     stages: list[StageView]
     images: list[ImageView]
     urls: JobUrls | None = None

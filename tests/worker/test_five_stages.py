@@ -63,6 +63,8 @@ def test_text_to_image_with_expansion(full: Deployment) -> None:
     added = first["expanded_prompt"].removeprefix("a red fox")
     assert all(word.strip() in STYLE_WORDS for word in added.split(",") if word.strip())
     assert again["expanded_prompt"] == first["expanded_prompt"]  # same prompt, seed, model
+    # The second ran no language model: its expansion came from the worker's cache.
+    assert [info["expansion"]["cached"] for info in (first, again)] == [False, True]
     for image in first["images"]:
         assert {"clip_score", "sharpness", "contrast", "colorfulness", "entropy"} == set(
             image["metrics"]

@@ -3,13 +3,17 @@ prompts in other words mapped onto its vocabulary, images scored for adherence."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from imggen.shapes import parse_caption
 from testbed.deployments import Deployment, embedded, with_worker
+from testbed.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
 WAIT_S = 180.0
@@ -58,14 +62,57 @@ def test_a_prompt_outside_the_world_is_drawn_but_not_scored(shapes: Deployment) 
     ]
 
 
-def test_without_an_embedder_paraphrases_pass_as_written(
+def test_a_paraphrase_in_any_order_is_mapped_and_paraphrases_hit_the_cache(
+    shapes: Deployment,
+) -> None:
+    # Ground first, colours the table knows ("coal-black", "lemon"), a shape the embedder maps.
+    first = shapes.client.submit("beneath a coal-black sky, a small lemon disc", **JOB)
+    info = first.wait(WAIT_S)
+    assert info["status"] == "succeeded", info
+    assert info["expanded_prompt"] == "a yellow circle on a black background"
+    assert info["expansion"]["mapped_by"] == ["embedder", "table"]
+    # The same scene in other words, same seed: the canonical caption hits the exact cache.
+    again = shapes.client.submit("a lemon-yellow dot against a jet-black backdrop", **JOB)
+    info = again.wait(WAIT_S)
+    assert info["expanded_prompt"] == "a yellow circle on a black background"
+    assert (info["cache"]["exact_hits"], info["cache"]["unet_steps"]) == (2, 0)
+
+
+def test_with_canonical_prompts_off_paraphrases_pass_as_written(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    dep = embedded("plain", tmp_path_factory.mktemp("plain"), Path("shapes"), embed_model="none")
+    home = tmp_path_factory.mktemp("plain")
+    dep = embedded("plain", home, Path("shapes"), canonical_prompts="false")
     for ready in with_worker(dep):
         info = ready.client.submit("a cherry-red ball on a cloud-white field", **JOB).wait(WAIT_S)
         assert info["status"] == "succeeded", info
         assert info["expanded_prompt"] == "a cherry-red ball on a cloud-white field"
-        assert "vocabulary mapping skipped: no sentence embedder (IMGGEN_EMBED_MODEL)" in _notes(
-            info
-        )
+
+
+def test_an_imported_language_model_helps_map(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A GGUF imported with `imggen models import` into the models folder is the default
+    expander (IMGGEN_EXPAND_MODEL=auto): for the shapes model it scores the shape words that
+    neither the world nor the colour table knows."""
+    home = tmp_path_factory.mktemp("lm")
+    gguf = write_tiny_gguf(home / "tiny-llama.gguf")
+    dep = embedded("lm", home, Path("shapes"), embed_model="none")
+    imported = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "models", "import", str(gguf)]
+        + ["--name", "smollm2-135m-instruct"],
+        env=dep.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    folder = home / "models" / "smollm2-135m-instruct"
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.gguf"))
+    for ready in with_worker(dep):
+        info = ready.client.submit("a ruby orb on a snow canvas", **JOB).wait(WAIT_S)
+        assert info["status"] == "succeeded", info
+        assert info["expansion"]["mapped_by"] == ["language model", "table"]
+        assert info["expansion"]["expander"] == folder.name
+        scene = parse_caption(info["expanded_prompt"])
+        assert scene is not None and (scene.colour, scene.background) == ("red", "white")

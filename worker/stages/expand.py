@@ -1,5 +1,5 @@
 """The expand stage: the prompt the later stages draw (a caption of the input image when there
-is none, expanded by a language model when asked, mapped onto a small model's words)."""
+is none, expanded by a language model when asked, rewritten into the model's canonical form)."""
 
 from __future__ import annotations
 
@@ -13,40 +13,57 @@ from worker.stages.context import StageContext, StageResult
 
 
 def expand(ctx: StageContext) -> StageResult:
-    settings = ctx.runtime.settings
+    settings, runtime = ctx.runtime.settings, ctx.runtime
     notes: list[str] = []
     # 1. The prompt: the user's, or a caption of the input image.
     prompt, caption = ctx.spec.prompt, None
     if prompt is None:
-        captioner, image = ctx.runtime.captioner(), ctx.input_image()
+        captioner, image = runtime.captioner(), ctx.input_image()
         if captioner is None or image is None:
             raise imggen.InvalidInput(
                 "prompt: none given, and no caption model is configured (IMGGEN_CAPTION_MODEL)"
             )
         prompt = caption = imggen.caption(captioner, image)
-    # 2. The expansion, when the job asks for one and the deployment has a language model.
-    expander = ctx.runtime.expander() if ctx.spec.expand else None
-    if ctx.spec.expand and expander is None:
-        notes.append("expand skipped: no expand model configured (IMGGEN_EXPAND_MODEL)")
-    expansion = imggen.expand(
-        prompt,
-        expander,
-        seed=ctx.spec.seed,
-        max_new_tokens=settings.expand_max_new_tokens,
-        allowed_words=settings.expand_words(),
-    )
 
-    # 3. For a model of the shapes world, the prompt in the world's own words.
-    prompt, mapped = expansion.prompt, False
-    if ctx.runtime.draws_shapes(ctx.model):
-        vocabulary = ctx.runtime.vocabulary_map()
-        mapping = vocabulary.map(prompt) if vocabulary else None
-        if vocabulary is None:
-            notes.append("vocabulary mapping skipped: no sentence embedder (IMGGEN_EMBED_MODEL)")
-        elif mapping is None:
+    # 2. The expansion, when the job asks for one and the deployment has a language model. A
+    # shapes model draws its grammar only: there the language model helps map (step 3).
+    shapes = runtime.draws_shapes(ctx.model)
+    expander = runtime.expander() if ctx.spec.expand or shapes else None
+    if ctx.spec.expand and expander is None:
+        notes.append("expand skipped: no expand model (imggen models import smollm2)")
+    expansion, cached = imggen.expand(prompt), False
+    if ctx.spec.expand and expander is not None and not shapes:
+        expansion, cached = runtime.expansions.get_or_compute(
+            (
+                expander.model_id,
+                ctx.model,
+                expansion.original,
+                ctx.spec.seed,
+                settings.expand_max_new_tokens,
+                tuple(settings.expand_words() or ()),
+            ),
+            lambda: imggen.expand(
+                expansion.original,
+                expander,
+                seed=ctx.spec.seed,
+                max_new_tokens=settings.expand_max_new_tokens,
+                allowed_words=settings.expand_words(),
+                fits=runtime.token_budget(ctx.model),
+            ),
+        )
+
+    # 3. The canonical form the caches key on: for a shapes model, a caption of its grammar.
+    canonical = settings.canonical_prompts
+    prompt, mapped, mapped_by = expansion.prompt, False, []
+    if shapes and canonical is not False:
+        mapping = runtime.vocabulary_map().map(prompt)
+        if mapping is None:
             notes.append("vocabulary mapping skipped: the prompt names no figure and ground")
         else:
-            prompt, mapped = mapping.prompt, mapping.changed
+            prompt, mapped, mapped_by = mapping.prompt, mapping.changed, list(mapping.sources)
+    elif canonical:
+        prompt = imggen.canonical_text(prompt)
+    used_lm = expansion.expanded or "language model" in mapped_by
 
     def persist(session: Session, job_id: str) -> None:
         session.execute(
@@ -58,8 +75,10 @@ def expand(ctx: StageContext) -> StageResult:
         prompt=prompt,
         expanded=expansion.expanded,
         mapped=mapped,
+        mapped_by=mapped_by,
         caption=caption,
-        expander=expander.model_id if expander else None,
+        expander=expander.model_id if expander and used_lm else None,
+        cached=cached,
         notes=notes,
     )
     return StageResult(output, persist)

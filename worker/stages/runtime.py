@@ -6,17 +6,23 @@ Celery kills after 4 s, and CUDA must not be initialised before the pool forks).
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image as PILImage
 
 from producer.artifacts import ArtifactStore
 from producer.metrics import MODEL_LOAD
 from worker.settings import WorkerSettings, get_worker_settings
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import torch
@@ -27,15 +33,42 @@ if TYPE_CHECKING:
     from worker.stages.handover import Handover
 
 
+class ModelOutputs:
+    """A language model's outputs by their inputs, the least recently used dropped beyond
+    ``size``: the same prompt, seed and settings never run the model twice in a process."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> tuple[T, bool]:
+        """The value for ``key`` and whether it was cached."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key], True
+        value = compute()
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return value, False
+
+
 @dataclass
 class Runtime:
     settings: WorkerSettings
     store: ArtifactStore
     _models: ModelCache | None = field(default=None, repr=False)
     _handover: Handover | None = field(default=None, repr=False)
-    _vocabulary: tuple[SentenceEmbedder, VocabularyMap] | None = field(default=None, repr=False)
+    _vocabulary: tuple[tuple[object, object], VocabularyMap] | None = field(
+        default=None, repr=False
+    )
     _draws_shapes: dict[str, bool] = field(default_factory=dict, repr=False)
     _model_ids: set[str] = field(default_factory=set, repr=False)  # the diffusion models asked for
+    _expansions: ModelOutputs | None = field(default=None, repr=False)
+    _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def models(self) -> ModelCache:
@@ -91,10 +124,8 @@ class Runtime:
         """The configured prompt expander, or None when the deployment has none."""
         from imggen.aux_models import load_language_model
 
-        path = self.settings.expand_model
-        return (
-            self.models.get(self.settings.model_path(path), load_language_model) if path else None
-        )
+        path = self.settings.expand_model_path()
+        return self.models.get(path, load_language_model) if path else None
 
     def sentence_embedder(self) -> SentenceEmbedder | None:
         """The embedder for vocabulary mapping: the configured folder, or the packaged one
@@ -109,16 +140,45 @@ class Runtime:
             return None
         return self.models.get(self.settings.model_path(str(folder)), load_sentence_embedder)
 
-    def vocabulary_map(self) -> VocabularyMap | None:
-        """The shapes world's vocabulary map over the sentence embedder (built once)."""
-        embedder = self.sentence_embedder()
-        if embedder is None:
-            return None
-        if self._vocabulary is None or self._vocabulary[0] is not embedder:
+    def vocabulary_map(self) -> VocabularyMap:
+        """The shapes world's vocabulary map: the colour table, and the sentence embedder and
+        the expander where the deployment has them (built once)."""
+        embedder, expander = self.sentence_embedder(), self.expander()
+        sources = (embedder, expander)
+        known = self._vocabulary[0] if self._vocabulary else (None, None)
+        if self._vocabulary is None or any(a is not b for a, b in zip(known, sources, strict=True)):
             from imggen.shapes.vocabulary import VocabularyMap
 
-            self._vocabulary = (embedder, VocabularyMap(embedder.embed))
+            vocabulary = VocabularyMap(
+                embedder.embed if embedder else None,
+                expander.likelihood if expander else None,
+                colour_table=importlib.util.find_spec("matplotlib") is not None,
+            )
+            self._vocabulary = (sources, vocabulary)
         return self._vocabulary[1]
+
+    @property
+    def expansions(self) -> ModelOutputs:
+        if self._expansions is None:
+            self._expansions = ModelOutputs(self.settings.expand_cache_entries)
+        return self._expansions
+
+    def token_budget(self, model_id: str) -> Callable[[str], bool] | None:
+        """Whether a prompt fits ``model_id``'s text encoder (its tokenizer, read once, without
+        the model), or None when the folder has no tokenizer."""
+        if model_id not in self._tokenizers:
+            from transformers import AutoTokenizer
+
+            folder = Path(self.model_folder(model_id)) / "tokenizer"
+            self._tokenizers[model_id] = (
+                AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                if folder.is_dir()
+                else None
+            )
+        tokenizer = self._tokenizers[model_id]
+        if tokenizer is None:
+            return None
+        return lambda text: len(tokenizer(text).input_ids) <= tokenizer.model_max_length
 
     def captioner(self) -> Captioner | None:
         from imggen.aux_models import load_captioner
