@@ -17,9 +17,10 @@ from imggen.shapes.world import COLOURS
 
 _CHROMATIC = ("red", "orange", "yellow", "green", "blue", "purple")
 # Below this chroma a colour reads as grey: white or black by lightness. Pale tints (ivory,
-# cream) read as white too.
+# cream) read as white, and what is darker than a lightness of 5 (midnight) as black.
 _GREY_CHROMA = 18.0
 _PALE = (90.0, 35.0)  # lightness at least, chroma under
+_BLACK = 5.0
 
 
 def lch(rgb: Sequence[float]) -> tuple[float, float, float]:
@@ -44,7 +45,8 @@ def lch(rgb: Sequence[float]) -> tuple[float, float, float]:
 
 def nearest_world_colour(rgb: Sequence[float]) -> str:
     lightness, chroma, hue = lch(rgb)
-    if chroma < _GREY_CHROMA or (lightness >= _PALE[0] and chroma < _PALE[1]):
+    pale = lightness >= _PALE[0] and chroma < _PALE[1]
+    if chroma < _GREY_CHROMA or pale or lightness < _BLACK:
         return "white" if lightness > 50 else "black"
 
     def distance(name: str) -> float:

@@ -20,6 +20,7 @@ from imggen.shapes.vocabulary import VocabularyMap, figure_and_ground
         ("crimson", "red"),
         ("tomato", "red"),
         ("navy", "blue"),
+        ("midnight", "black"),
         ("cobalt", "blue"),
         ("grass", "green"),
         ("emerald", "green"),
