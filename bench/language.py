@@ -38,7 +38,7 @@ import torch
 
 import imggen
 from bench.common import Table, print_table
-from bench.quality import COLOUR_WORDS, GROUNDS, PARTS, SHAPE_WORDS, paraphrase, through_queue
+from bench.quality import PARTS, paraphrase, through_queue
 from imggen.aux_models import LanguageModel, load_sentence_embedder, packaged_sentence_embedder
 from imggen.gguf_import import PACKAGED
 from imggen.shapes import PRETRAINED, Scene, all_scenes, parse_caption
@@ -63,12 +63,7 @@ REAL_PROMPTS = [
 
 
 def everyday(scene: Scene, rng: random.Random) -> str:
-    return rng.choice(EVERYDAY).format(
-        c=rng.choice(COLOUR_WORDS[scene.colour]),
-        s=rng.choice(SHAPE_WORDS[scene.shape]),
-        b=rng.choice(COLOUR_WORDS[scene.background]),
-        g=rng.choice(GROUNDS),
-    )
+    return paraphrase(scene, rng, EVERYDAY)
 
 
 def mapping_by_source(language_model: LanguageModel | None, scenes: Sequence[Scene]) -> Table:

@@ -66,8 +66,8 @@ TEMPLATES = [
 ]
 
 
-def paraphrase(scene: Scene, rng: random.Random) -> str:
-    return rng.choice(TEMPLATES).format(
+def paraphrase(scene: Scene, rng: random.Random, templates: Sequence[str] = TEMPLATES) -> str:
+    return rng.choice(templates).format(
         c=rng.choice(COLOUR_WORDS[scene.colour]),
         s=rng.choice(SHAPE_WORDS[scene.shape]),
         b=rng.choice(COLOUR_WORDS[scene.background]),

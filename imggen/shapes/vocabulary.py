@@ -53,6 +53,19 @@ _DECIDED = 30.0  # the log-probability margin of a word the world or the table k
 
 
 @dataclass(frozen=True)
+class _Guess:
+    """How the embedder and the language model are asked about one part."""
+
+    candidates: tuple[str, ...]
+    phrasings: tuple[str, ...]  # the embedder's phrasings of each word
+    channel: str  # the language model's context, "another word for {candidate} is"
+
+
+_COLOUR_GUESS = _Guess(tuple(COLOURS), _COLOUR_PHRASINGS, _COLOUR_CHANNEL)
+_SHAPE_GUESS = _Guess(tuple(SHAPES), _SHAPE_PHRASINGS, _SHAPE_CHANNEL)
+
+
+@dataclass(frozen=True)
 class Mapping:
     prompt: str  # a caption of the grammar
     scene: Scene
@@ -105,7 +118,7 @@ class VocabularyMap:
         if named:
             sources.add("world words")
             return _ranked(list(COLOURS), named[:1])
-        return self._guess(words, self._colours, _COLOUR_PHRASINGS, _COLOUR_CHANNEL, sources)
+        return self._guess(words, _COLOUR_GUESS, self._colours, sources)
 
     def _shape(self, text: str, sources: set[str]) -> torch.Tensor:
         words = _words(text)
@@ -114,25 +127,19 @@ class VocabularyMap:
             sources.add("world words")
             return _ranked(list(SHAPES), named[-1:])
         head = _without_colours(words) if self._table else words
-        return self._guess(head, self._shapes, _SHAPE_PHRASINGS, _SHAPE_CHANNEL, sources)
+        return self._guess(head, _SHAPE_GUESS, self._shapes, sources)
 
     def _guess(
-        self,
-        words: Sequence[str],
-        anchors: torch.Tensor | None,
-        phrasings: Sequence[str],
-        channel: str,
-        sources: set[str],
+        self, words: Sequence[str], guess: _Guess, anchors: torch.Tensor | None, sources: set[str]
     ) -> torch.Tensor:
         """Log-scores of the candidates from the embedder and the language model, added."""
-        candidates = list(COLOURS) if channel == _COLOUR_CHANNEL else list(SHAPES)
-        scores = torch.zeros(len(candidates))
+        scores = torch.zeros(len(guess.candidates))
         if self._embed is not None and anchors is not None and words:
             sources.add("embedder")
-            scores += self._embedded(_spans(words), anchors, phrasings)
+            scores += self._embedded(_spans(words), anchors, guess.phrasings)
         if self._likelihood is not None and words:
             sources.add("language model")
-            scores += self._channel(channel, candidates, " ".join(words))
+            scores += self._channel(guess.channel, guess.candidates, " ".join(words))
         return scores
 
     def _phrased(self, words: Sequence[str], phrasings: Sequence[str]) -> torch.Tensor:

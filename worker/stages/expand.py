@@ -28,7 +28,9 @@ def expand(ctx: StageContext) -> StageResult:
     # 2. The expansion, when the job asks for one and the deployment has a language model. A
     # shapes model draws its grammar only: there the language model helps map (step 3).
     shapes = runtime.draws_shapes(ctx.model)
-    expander = runtime.expander() if ctx.spec.expand or shapes else None
+    canonical = settings.canonical_prompts
+    maps = shapes and canonical is not False
+    expander = runtime.expander() if ctx.spec.expand or maps else None
     if ctx.spec.expand and expander is None:
         notes.append("expand skipped: no expand model (imggen models import smollm2)")
     expansion, cached = imggen.expand(prompt), False
@@ -53,9 +55,8 @@ def expand(ctx: StageContext) -> StageResult:
         )
 
     # 3. The canonical form the caches key on: for a shapes model, a caption of its grammar.
-    canonical = settings.canonical_prompts
     prompt, mapped, mapped_by = expansion.prompt, False, []
-    if shapes and canonical is not False:
+    if maps:
         mapping = runtime.vocabulary_map().map(prompt)
         if mapping is None:
             notes.append("vocabulary mapping skipped: the prompt names no figure and ground")
