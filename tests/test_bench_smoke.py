@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,6 +34,8 @@ def test_gpu_script_runs_on_the_cpu_and_both_paths_draw_the_same_images() -> Non
     assert all(row.rstrip(" |").endswith("| 0") for row in rows), rows  # identical images
 
 
+# Four worker processes in turn: the subprocess's own time-out is the bound.
+@pytest.mark.timeout(600)
 def test_quality_bench_runs_all_three_tables_on_a_few_scenes() -> None:
     command = [sys.executable, "-m", "bench.quality", "--scenes", "3", "--steps", "2,4"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -80,6 +84,7 @@ def test_the_overhead_benchs_interval_for_the_median_covers_it_95_percent_of_the
         assert n < 20 or coverage < 0.99, (n, low, high, coverage)  # and not much wider
 
 
+@pytest.mark.timeout(600)
 def test_language_bench_runs_its_tables_without_a_language_model(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "bench.language", "--quick"]
     env = {**os.environ, "IMGGEN_HOME": str(tmp_path)}  # a models folder without SmolLM2

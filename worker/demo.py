@@ -87,6 +87,8 @@ def run_demo(
     # 3. Images and a summary in the output folder.
     summary = _write_output(output, infos, wall_s=time.monotonic() - started)
     console.print(_summary_table(summary))
+    for line in _drawn_as(summary):
+        console.print(line, highlight=False)
     console.print(f"images, summary.json and worker.log in {output}", highlight=False)
     return summary
 
@@ -140,12 +142,26 @@ def _write_output(output: Path, infos: list[dict[str, Any]], wall_s: float) -> d
     return summary
 
 
+def _drawn_as(summary: dict[str, Any]) -> list[str]:
+    """What each prompt was drawn as, and what mapped it onto the model's words."""
+    lines = []
+    for job in summary["jobs"]:
+        line = f"{job['id'][:8]}  {job['prompt']}"
+        expansion = job["expansion"] or {}
+        if job["drawn"] and job["drawn"] != job["prompt"]:
+            by = [
+                expansion["expander"] if source == "language model" else source
+                for source in expansion.get("mapped_by", [])
+            ]
+            line += f"  →  {job['drawn']}" + (f"  (mapped by {', '.join(by)})" if by else "")
+        lines.append(line)
+    return lines
+
+
 def _summary_table(summary: dict[str, Any]) -> Table:
     stages = list(summary["jobs"][0]["stage_seconds"]) if summary["jobs"] else []
     table = Table(
         "job",
-        "prompt → drawn",
-        "mapped by",
         "status",
         *(f"{s} s" for s in stages),
         "adherence",  # share of the job's images that show what was asked (shapes model)
@@ -158,13 +174,5 @@ def _summary_table(summary: dict[str, Any]) -> Table:
         scores = [image["metrics"].get("adherence") for image in job["images"]]
         known = [score for score in scores if score is not None]
         adherence = f"{sum(known) / len(known):.2f}" if known else ""
-        expansion = job["expansion"] or {}
-        drawn = (
-            job["prompt"] if job["drawn"] == job["prompt"] else f"{job['prompt']} → {job['drawn']}"
-        )
-        mapped_by = ", ".join(
-            expansion["expander"] if source == "language model" else source
-            for source in expansion.get("mapped_by", [])
-        )
-        table.add_row(job["id"][:8], drawn, mapped_by, job["status"], *seconds, adherence)
+        table.add_row(job["id"][:8], job["status"], *seconds, adherence)
     return table
