@@ -1,26 +1,29 @@
-"""Loading a Stable-Diffusion-shaped model from a local folder, and keeping it resident.
+"""Loading a diffusion model from a local diffusers folder, and keeping it resident.
 
 Weights load only from safetensors and never run remote code: a model folder is data, not code.
+The folder's family (imggen.families) decides which text encoders load and how they condition
+the UNet; a folder no family runs is refused before any weights load.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import diffusers
 import torch
+import transformers
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from imggen.errors import InvalidInput, ModelLoadError, ModelNotFound
+from imggen.families import Family, family_of, read_config
 from imggen.samplers import build_scheduler
 
 T = TypeVar("T")
@@ -43,6 +46,7 @@ class Components:
     """The parts of a text-to-image model. Stages read them; none of them holds a job's state."""
 
     model_id: str
+    family: Family
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel
     unet: UNet2DConditionModel
@@ -50,6 +54,9 @@ class Components:
     scheduler: SchedulerMixin
     device: torch.device
     dtype: torch.dtype
+    tokenizer_2: CLIPTokenizer | None = None
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    pipeline_config: dict[str, Any] = field(default_factory=dict)  # model_index.json
 
     @property
     def vae_scale_factor(self) -> int:
@@ -95,34 +102,41 @@ def load_components(
     root = Path(path)
     if not (root / "model_index.json").is_file():
         raise ModelNotFound(f"model: no diffusers model folder (model_index.json) at {root}")
-    for part in ("text_encoder", "unet", "vae"):
+    family = family_of(root)  # refuses what imggen cannot run, from the configs alone
+    encoders = [(tok, enc, cls) for tok, enc, cls in family.text_encoders]
+    for part in ("unet", "vae", *(enc for _, enc, _ in encoders)):
         require_safetensors(root / part, "model")
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, torch_device)
+    vae_dtype = torch.float32 if family.upcast_vae and torch_dtype == torch.float16 else torch_dtype
     weights: dict[str, Any] = {"use_safetensors": True, "local_files_only": True}
+    text: dict[str, Any] = {}
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(
-            root, subfolder="tokenizer", local_files_only=True
-        )
-        text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", **weights)
+        for i, (tokenizer_folder, encoder_folder, encoder_class) in enumerate(encoders):
+            suffix = f"_{i + 1}" if i else ""
+            text[f"tokenizer{suffix}"] = CLIPTokenizer.from_pretrained(
+                root, subfolder=tokenizer_folder, local_files_only=True
+            )
+            encoder = getattr(transformers, encoder_class).from_pretrained(
+                root, subfolder=encoder_folder, **weights
+            )
+            text[f"text_encoder{suffix}"] = encoder.to(torch_device, torch_dtype).eval()
         unet = UNet2DConditionModel.from_pretrained(
             root, subfolder="unet", torch_dtype=torch_dtype, **weights
         )
-        vae = AutoencoderKL.from_pretrained(
-            root, subfolder="vae", torch_dtype=torch_dtype, **weights
-        )
+        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=vae_dtype, **weights)
     except OSError as exc:  # the files are there (checked above): a failed read, retry it
         raise ModelLoadError(f"model: cannot load {root}: {exc}") from exc
     parts = Components(
         model_id=str(root),
-        tokenizer=tokenizer,
-        # transformers wraps .to() in a decorator that hides its signature from type checkers.
-        text_encoder=text_encoder.to(torch_device, torch_dtype).eval(),  # type: ignore[arg-type]
+        family=family,
         unet=unet.to(torch_device).eval(),
         vae=vae.to(torch_device).eval(),
         scheduler=_load_scheduler(root),
         device=torch_device,
         dtype=torch_dtype,
+        pipeline_config=read_config(root),
+        **text,
     )
     if torch_device.type == "cuda":
         # NHWC convolutions are faster on tensor cores; SDPA attention is diffusers' default.
@@ -141,11 +155,7 @@ def require_safetensors(folder: Path, what: str) -> None:
 
 
 def _load_scheduler(root: Path) -> SchedulerMixin:
-    config_path = root / "scheduler" / "scheduler_config.json"
-    try:
-        name = json.loads(config_path.read_text())["_class_name"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelNotFound(f"model: unreadable scheduler config {config_path}: {exc}") from exc
+    name = read_config(root, "scheduler").get("_class_name")
     if name not in _SCHEDULERS:
         raise InvalidInput(f"model: scheduler {name!r} is not one imggen supports")
     scheduler_cls = getattr(diffusers, name)

@@ -15,6 +15,11 @@ class ModelNotFound(InvalidInput):
     """No model folder at the given path, or one without safetensors weights."""
 
 
+class UnsupportedModel(InvalidInput):
+    """A model folder of a pipeline class imggen has no family for, or whose parts do not fit
+    its family (an inpainting UNet, a refiner, encoders of the wrong width)."""
+
+
 class ModelLoadError(GenerationError):
     """A model folder that looks complete failed to load (an I/O error, an interrupted read):
     worth another attempt, unlike ModelNotFound."""

@@ -1,10 +1,10 @@
 """Tiny models with random weights, built locally: diffusion, expander, captioner, CLIP.
 
-The diffusion model has every part a real one has (CLIP tokenizer and text encoder, UNet, VAE,
-scheduler) and is saved as an ordinary diffusers folder in safetensors, so it loads through the
-same path as any Stable Diffusion model. The others have the shapes of a GPT-2 prompt expander,
-a ViT/GPT-2 captioner and CLIP. They draw and write noise: they exist to exercise the machinery,
-not to make art.
+The diffusion models, one Stable Diffusion shaped and one SDXL shaped, have every part a real
+one has (CLIP tokenizers and text encoders, UNet, VAE, scheduler) and are saved as ordinary
+diffusers folders in safetensors, so they load through the same path as real models. The others
+have the shapes of a GPT-2 prompt expander, a ViT/GPT-2 captioner and CLIP. They draw and
+write noise: they exist to exercise the machinery, not to make art.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from transformers import (
     CLIPConfig,
     CLIPImageProcessor,
@@ -23,6 +30,7 @@ from transformers import (
     CLIPProcessor,
     CLIPTextConfig,
     CLIPTextModel,
+    CLIPTextModelWithProjection,
     CLIPTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
@@ -59,19 +67,7 @@ def make_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = make_tokenizer(Path(tmp))
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(
         sample_size=8,
@@ -86,17 +82,7 @@ def make_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         norm_num_groups=8,
     )
     torch.manual_seed(seed + 2)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        # Four levels: the same 8x downsampling as Stable Diffusion's VAE.
-        block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-    )
+    vae = _vae()
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -117,11 +103,97 @@ def make_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     )
 
 
+def _text_config(tokenizer: CLIPTokenizer, **extra: Any) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=MAX_TOKENS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        # Four levels: the same 8x downsampling as Stable Diffusion's VAE.
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+
+
+def make_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """A tiny SDXL-shaped model in memory, every part seeded: two text encoders (the second
+    with a projection), a UNet with SDXL's text_time added conditioning, the same VAE."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp))
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32))
+    torch.manual_seed(seed + 2)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        cross_attention_dim=64,  # both encoders' hidden states side by side
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six size numbers, pooled text
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 3)
+    vae = _vae()
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
 def make_tiny(directory: str | Path, seed: int = 0) -> Path:
     """Write the tiny model to ``directory`` as a diffusers folder (safetensors) and return it."""
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     make_tiny_pipeline(seed).save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def make_tiny_sdxl(directory: str | Path, seed: int = 0) -> Path:
+    """Write the tiny SDXL-shaped model to ``directory`` as a diffusers folder (safetensors)."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    make_tiny_sdxl_pipeline(seed).save_pretrained(target, safe_serialization=True)
     return target
 
 
@@ -228,6 +300,7 @@ def make_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
 
 TINY_KINDS = {
     "diffusion": make_tiny,
+    "sdxl": make_tiny_sdxl,
     "expander": make_tiny_expander,
     "captioner": make_tiny_captioner,
     "clip": make_tiny_clip,

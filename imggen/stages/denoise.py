@@ -176,6 +176,10 @@ def denoise_batch(
         # Classifier-free guidance: unconditional and conditional halves in one UNet call.
         context = torch.cat([torch.cat([item.embeddings.uncond for item in items]), context])
     context = context.to(parts.device, parts.dtype)
+    # What else the family conditions the UNet on (SDXL: pooled text, size), row for row.
+    added = parts.family.added_conditioning(
+        parts, [item.embeddings for item in items], height, width, use_guidance
+    )
 
     # 3. The loop. A stochastic sampler draws each image's step noise from its own generator.
     noise_kwargs = step_noise(scheduler, seeds)
@@ -198,11 +202,16 @@ def denoise_batch(
             keep = [row for row, item in enumerate(rows) if item not in gone]
             rows = [rows[row] for row in keep]
             latents, context = latents[keep], _keep_rows(context, keep, use_guidance)
+            added = {
+                name: _keep_rows(rows_of, keep, use_guidance) for name, rows_of in added.items()
+            }
             if "generator" in noise_kwargs:
                 noise_kwargs["generator"] = [noise_kwargs["generator"][row] for row in keep]
         model_input = torch.cat([latents] * 2) if use_guidance else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        predicted = parts.unet(model_input, t, encoder_hidden_states=context).sample
+        predicted = parts.unet(
+            model_input, t, encoder_hidden_states=context, added_cond_kwargs=added or None
+        ).sample
         if use_guidance:
             uncond, cond = predicted.chunk(2)
             predicted = uncond + guidance * (cond - uncond)

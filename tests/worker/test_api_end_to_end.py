@@ -83,11 +83,19 @@ def test_post_follow_events_download_and_receive_the_signed_webhook(
     assert headers.get(EVENT_HEADER) == "job.finished"
     assert json.loads(payload)["job"]["status"] == "succeeded"
     assert str(artifacts) not in payload.decode()
-    delivery = in_transaction(
-        dep.settings.resolved_database_url,
-        lambda s: s.scalars(
-            select(WebhookDelivery).where(WebhookDelivery.job_id == job["id"])
-        ).one(),
-    )
-    assert (delivery.status, delivery.attempts) == ("delivered", 3)
+
+    # The receiver answers before the sender records the answer: wait for the record.
+    def delivery() -> WebhookDelivery:
+        return in_transaction(
+            dep.settings.resolved_database_url,
+            lambda s: s.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.job_id == job["id"])
+            ).one(),
+        )
+
+    deadline = time.monotonic() + 10
+    while delivery().status == "pending" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    recorded = delivery()
+    assert (recorded.status, recorded.attempts) == ("delivered", 3)
     receiver.shutdown()
