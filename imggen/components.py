@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from imggen.adapters import Adapters
 from imggen.errors import InvalidInput, ModelLoadError, ModelNotFound
 from imggen.families import Family, family_of, read_config
 from imggen.samplers import build_scheduler
@@ -57,6 +58,7 @@ class Components:
     tokenizer_2: CLIPTokenizer | None = None
     text_encoder_2: CLIPTextModelWithProjection | None = None
     pipeline_config: dict[str, Any] = field(default_factory=dict)  # model_index.json
+    adapters: Adapters | None = field(default=None, repr=False)  # LoRA, once a job asks for one
 
     @property
     def vae_scale_factor(self) -> int:

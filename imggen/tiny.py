@@ -197,6 +197,44 @@ def make_tiny_sdxl(directory: str | Path, seed: int = 0) -> Path:
     return target
 
 
+def make_tiny_lora(
+    directory: str | Path,
+    base: str | Path,
+    name: str = "tiny-lora",
+    seed: int = 0,
+    text_encoders: bool = False,
+) -> Path:
+    """A LoRA with random weights for the model folder ``base`` (its UNet's attention, and with
+    ``text_encoders`` its text encoders' too), saved by diffusers as ``directory/name.safetensors``.
+    Both halves of each low-rank pair are random (not the usual zero start), so it changes what
+    the model draws."""
+    from diffusers import DiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = DiffusionPipeline.from_pretrained(base, use_safetensors=True, local_files_only=True)
+    torch.manual_seed(seed)
+    layers: dict[str, Any] = {}
+    targets = {
+        "unet": ["to_q", "to_k", "to_v", "to_out.0"],
+        "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"],
+        "text_encoder_2": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    }
+    for part, modules in targets.items():
+        model = getattr(pipe, part, None)
+        if model is None or (part != "unet" and not text_encoders):
+            continue
+        config = LoraConfig(r=4, lora_alpha=4, target_modules=modules, init_lora_weights=False)
+        model.add_adapter(config)
+        layers[f"{part}_lora_layers"] = get_peft_model_state_dict(model)
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(
+        target, weight_name=f"{name}.safetensors", safe_serialization=True, **layers
+    )
+    return target / f"{name}.safetensors"
+
+
 def make_byte_tokenizer(workdir: Path) -> GPT2Tokenizer:
     """A GPT-2 tokenizer whose vocabulary is the 256 byte stand-ins and an end-of-text token."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode

@@ -51,6 +51,8 @@ def batch_key(spec: JobSpec, model: str) -> str:
         shape.append(spec.scheduler)
     if spec.has_input_image:
         shape.append(spec.strength)
+    if spec.loras:
+        shape.append([[lora.name, lora.weight] for lora in spec.loras])
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()
 
 

@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         return self.models_dir or self.home / "models"
 
     @property
+    def resolved_loras_dir(self) -> Path:
+        """Where LoRA adapters are: ``NAME.safetensors`` under ``loras`` in the models folder."""
+        return self.resolved_models_dir / "loras"
+
+    @property
     def default_model(self) -> str:
         return self.model or BUILTIN_SHAPES
 

@@ -29,6 +29,8 @@ MAX_STEPS = 150
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 MAX_PRIORITY = 9
+MAX_LORAS = 4
+MAX_LORA_WEIGHT = 4.0
 
 
 # Samplers a job may name instead of its model's own scheduler (built by imggen.samplers, which
@@ -56,6 +58,15 @@ RANKABLE_METRICS = frozenset(
 )
 
 
+class LoraRef(BaseModel):
+    """A LoRA adapter of the deployment's (``loras/NAME.safetensors`` in the models folder)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    weight: float = Field(default=1.0, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT)
+
+
 class JobSpec(BaseModel):
     """One generation request. Image ``i`` of a job is drawn with seed ``seed + i``.
 
@@ -77,6 +88,8 @@ class JobSpec(BaseModel):
     scheduler: Scheduler | None = None
     """The sampler; None: the model's own scheduler."""
     model: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")
+    loras: tuple[LoraRef, ...] = Field(default=(), max_length=MAX_LORAS)
+    """LoRA adapters applied to the model, each at its weight; jobs batch with the same set."""
     expand: bool = False
     strength: float = Field(default=0.75, gt=0.0, le=1.0)
     keep_best: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
@@ -147,6 +160,14 @@ class JobSpec(BaseModel):
         # The VAE downsamples by 8: other sizes would be silently cropped.
         if value % 8:
             raise ValueError(f"must be a multiple of 8 (got {value})")
+        return value
+
+    @field_validator("loras")
+    @classmethod
+    def _each_once(cls, value: tuple[LoraRef, ...]) -> tuple[LoraRef, ...]:
+        names = [lora.name for lora in value]
+        if len(set(names)) < len(names):
+            raise ValueError("names an adapter more than once")
         return value
 
     @field_validator("model")

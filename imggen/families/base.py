@@ -53,6 +53,10 @@ class Family:
                 f"encoders give {width}"
             )
 
+    def pipeline(self, parts: Components) -> Any:
+        """diffusers' pipeline over ``parts`` (sharing them), for its LoRA loader."""
+        raise NotImplementedError
+
     def encode_prompt(self, parts: Components, prompt: str, negative: str) -> PromptEmbeddings:
         raise NotImplementedError
 

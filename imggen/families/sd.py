@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from diffusers import StableDiffusionPipeline
 
 from imggen.embeddings import PromptEmbeddings
 from imggen.errors import UnsupportedModel
@@ -33,6 +34,18 @@ class StableDiffusion(Family):
                 f"{index.get('_class_name')} folder does not give it"
             )
         super().check(configs, index)
+
+    def pipeline(self, parts: Components) -> StableDiffusionPipeline:
+        return StableDiffusionPipeline(
+            vae=parts.vae,
+            text_encoder=parts.text_encoder,
+            tokenizer=parts.tokenizer,
+            unet=parts.unet,
+            scheduler=parts.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
 
     @torch.inference_mode()
     def encode_prompt(self, parts: Components, prompt: str, negative: str) -> PromptEmbeddings:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from diffusers import StableDiffusionXLPipeline
 
 from imggen.embeddings import PromptEmbeddings
 from imggen.errors import UnsupportedModel
@@ -52,6 +53,18 @@ class StableDiffusionXL(Family):
                 f"{unet.get('projection_class_embeddings_input_dim')} features, the size "
                 f"conditioning and text_encoder_2 give {expected}"
             )
+
+    def pipeline(self, parts: Components) -> StableDiffusionXLPipeline:
+        return StableDiffusionXLPipeline(
+            vae=parts.vae,
+            text_encoder=parts.text_encoder,
+            text_encoder_2=parts.text_encoder_2,
+            tokenizer=parts.tokenizer,
+            tokenizer_2=parts.tokenizer_2,
+            unet=parts.unet,
+            scheduler=parts.scheduler,
+            add_watermarker=False,
+        )
 
     @torch.inference_mode()
     def encode_prompt(self, parts: Components, prompt: str, negative: str) -> PromptEmbeddings:

@@ -78,6 +78,13 @@ def test_txt2img_fields_map_onto_the_job(impatient: Api) -> None:
     assert _job(impatient, _post(impatient, "txt2img", SMALL | {"seed": -1}))["spec"]["seed"] >= 0
 
 
+def test_lora_tags_in_the_prompt_become_the_jobs_adapters(impatient: Api) -> None:
+    body = SMALL | {"prompt": "a red fox <lora:ink:0.6>, in snow <lora:neon>"}
+    spec = _job(impatient, _post(impatient, "txt2img", body))["spec"]
+    assert spec["prompt"] == "a red fox , in snow"
+    assert spec["loras"] == [{"name": "ink", "weight": 0.6}, {"name": "neon", "weight": 1.0}]
+
+
 def test_img2img_takes_a_data_url_and_the_strength(impatient: Api) -> None:
     png = io.BytesIO()
     Image.new("RGB", (32, 32), (9, 9, 200)).save(png, format="PNG")
@@ -94,6 +101,9 @@ def test_img2img_takes_a_data_url_and_the_strength(impatient: Api) -> None:
         ("txt2img", {"width": 63}, "width"),
         ("txt2img", {"steps": 0}, "steps"),
         ("txt2img", {"prompt": ""}, "prompt"),
+        ("txt2img", {"prompt": "a fox <lora:ink:much>"}, "prompt"),
+        ("txt2img", {"prompt": "a fox <lora:../../x:1>"}, "prompt"),
+        ("txt2img", {"prompt": "a fox <lora:ink:9>"}, "prompt"),
         ("txt2img", {"batch_size": 3, "n_iter": 3}, "batch_size"),
         ("txt2img", {"cfg_scale": 99}, "cfg_scale"),
         ("txt2img", {"colour": "red"}, "colour"),

@@ -74,6 +74,12 @@ def test_a_missing_seed_is_drawn_once_and_kept() -> None:
         ({"lane": "express"}, "lane"),
         ({"priority": 10}, "priority"),
         ({"priority": -1}, "priority"),
+        ({"loras": [{"name": "../x"}]}, "loras.0.name"),
+        ({"loras": [{"name": "ink", "weight": 4.5}]}, "loras.0.weight"),
+        ({"loras": [{"name": "ink"}, {"name": "ink"}]}, "loras"),
+        ({"loras": [{"name": f"l{i}"} for i in range(5)]}, "loras"),
+        ({"loras": [{"name": "ink", "strength": 1}]}, "loras.0.strength"),
+        ({"loras": "ink"}, "loras"),
     ],
 )
 def test_bad_fields_are_rejected_by_name(change: dict[str, Any], field: str) -> None:
@@ -122,3 +128,15 @@ def test_a_model_folder_declares_its_native_size_in_its_marker_file(tmp_path: Pa
     (folder / WORLD_FILE).write_text(json.dumps(marker | {"native_size": [96, 48]}))
     assert native_size(Settings(home=tmp_path), "wide") == (96, 48)
     assert WORLD_FILE == MARKER_FILE  # the producer reads what imggen writes
+
+
+def test_jobs_batch_together_only_with_the_same_adapters_at_the_same_weights() -> None:
+    from producer.jobs import batch_key
+
+    def key(**change: Any) -> str:
+        return batch_key(validate_spec(VALID | change), "tiny")
+
+    ink = [{"name": "ink", "weight": 0.5}]
+    assert key() == key(loras=[])
+    assert key(loras=ink) == key(loras=ink)
+    assert len({key(), key(loras=ink), key(loras=[{"name": "ink", "weight": 0.6}])}) == 3

@@ -37,7 +37,8 @@ def denoise_jobs(contexts: list[StageContext]) -> Results:
     runtime = contexts[0].runtime
     settings = runtime.settings
     first = contexts[0].spec
-    parts = runtime.components(contexts[0].model)
+    # Every job of a batch shares its adapters too (the batch key).
+    parts = runtime.components(contexts[0].model, first.loras)
     # Every job of a batch shares its sampler (it is part of the batch key).
     scheduler = sampler_identity(parts.scheduler, first.scheduler)
 
@@ -59,7 +60,12 @@ def denoise_jobs(contexts: list[StageContext]) -> Results:
         images += mine
     text_to_image = not first.has_input_image
     semantic_key = latent_cache.semantic_key(
-        contexts[0].model, scheduler, first.width, first.height, first.steps, first.guidance
+        latent_cache.model_identity(contexts[0].model, first.loras),
+        scheduler,
+        first.width,
+        first.height,
+        first.steps,
+        first.guidance,
     )
     if text_to_image:
         set_exact_keys(images, scheduler)

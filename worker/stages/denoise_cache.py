@@ -45,7 +45,7 @@ def set_exact_keys(images: list[ImageWork], scheduler: str) -> None:
     for image in images:
         spec, ctx = image.ctx.spec, image.ctx
         image.exact_key = latent_cache.exact_key(
-            ctx.model,
+            latent_cache.model_identity(ctx.model, spec.loras),
             scheduler,
             ctx.outputs.get(ExpandOutput).prompt,
             spec.negative_prompt,

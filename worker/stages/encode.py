@@ -12,7 +12,7 @@ from worker.stages.context import StageContext, StageResult
 
 
 def encode(ctx: StageContext) -> StageResult:
-    parts = ctx.runtime.components(ctx.model)
+    parts = ctx.runtime.components(ctx.model, ctx.spec.loras)  # text encoder LoRA too
     prompt = ctx.outputs.get(ExpandOutput).prompt
     embeddings = imggen.encode_prompt(parts, prompt, ctx.spec.negative_prompt)
     tensors = embeddings.to_tensors()

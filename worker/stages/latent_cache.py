@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from producer.models import LatentCacheEntry, utcnow
+from producer.spec import LoraRef
 from worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -26,6 +28,13 @@ CANDIDATES = 2000  # most recent semantic entries compared per lookup
 
 def _digest(parts: list[object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_identity(model: str, loras: Sequence[LoraRef]) -> str:
+    """What keys the model in the caches: the model and its adapters at their weights."""
+    if not loras:
+        return model
+    return model + "".join(f"+{lora.name}@{lora.weight:g}" for lora in loras)
 
 
 def exact_key(

@@ -10,7 +10,7 @@ import importlib.util
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 
 from producer.artifacts import ArtifactStore
 from producer.metrics import MODEL_LOAD
+from producer.spec import LoraRef
 from worker.settings import WorkerSettings, get_worker_settings
 
 T = TypeVar("T")
@@ -106,10 +107,20 @@ class Runtime:
             self._draws_shapes[model_id] = draws_shapes(self.model_folder(model_id))
         return self._draws_shapes[model_id]
 
-    def components(self, model_id: str) -> Components:
-        """The resident diffusion model for ``model_id``, loaded on first use."""
+    def components(self, model_id: str, loras: Sequence[LoraRef] | None = None) -> Components:
+        """The resident diffusion model for ``model_id``, loaded on first use; with ``loras``,
+        those adapters made the active set (none: the plain model) for the stage to run."""
         self._model_ids.add(model_id)
-        return self.models.get(self.model_folder(model_id))
+        parts: Components = self.models.get(self.model_folder(model_id))
+        if loras is not None:
+            from imggen.adapters import Adapter, use_adapters
+
+            folder = self.settings.resolved_loras_dir
+            use_adapters(
+                parts,
+                [Adapter(a.name, folder / f"{a.name}.safetensors", a.weight) for a in loras],
+            )
+        return parts
 
     def resident_models(self) -> list[str]:
         """The diffusion models this process holds, most recently used first (none loaded yet:

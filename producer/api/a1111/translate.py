@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +26,8 @@ SAMPLERS: dict[str, tuple[str, list[str]]] = {
     "UniPC": ("unipc", ["unipc"]),
 }
 KARRAS = {"dpmpp_2m": "dpmpp_2m_karras"}
+# A1111's extra-networks syntax for a LoRA in the prompt: <lora:NAME> or <lora:NAME:WEIGHT>.
+LORA_TAG = re.compile(r"<lora:([^:<>]+)(?::([^:<>]*))?>")
 SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
 
 
@@ -234,8 +237,9 @@ def sampler(request: Txt2ImgRequest) -> str | None:
 def job_fields(request: Txt2ImgRequest) -> tuple[dict[str, Any], bytes | None]:
     """The imggen job fields (names as JobSpec's) and the input image, for a valid request."""
     _refuse_what_imggen_does_not_do(request)
+    prompt, loras = lora_tags(request.prompt)
     fields: dict[str, Any] = {
-        "prompt": request.prompt,
+        "prompt": prompt,
         "negative_prompt": request.negative_prompt,
         "steps": request.steps,
         "guidance": request.cfg_scale,
@@ -244,6 +248,8 @@ def job_fields(request: Txt2ImgRequest) -> tuple[dict[str, Any], bytes | None]:
         "n": request.batch_size * request.n_iter,
         "scheduler": sampler(request),
     }
+    if loras:
+        fields["loras"] = loras
     if request.seed != -1:
         fields["seed"] = request.seed
     checkpoint = request.override_settings.get("sd_model_checkpoint")
@@ -257,6 +263,19 @@ def job_fields(request: Txt2ImgRequest) -> tuple[dict[str, Any], bytes | None]:
         if request.denoising_strength is not None:
             fields["strength"] = request.denoising_strength
     return fields, image
+
+
+def lora_tags(prompt: str) -> tuple[str, list[dict[str, Any]]]:
+    """The prompt without its ``<lora:…>`` tags, and the adapters they name (weight 1 unless
+    given), as A1111 reads them."""
+    loras = []
+    for name, weight in LORA_TAG.findall(prompt):
+        try:
+            value = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise field_errors({"prompt": f"<lora:{name}:{weight}>: not a weight"}) from None
+        loras.append({"name": name.strip(), "weight": value})
+    return " ".join(LORA_TAG.sub(" ", prompt).split()), loras
 
 
 def _decode_image(data: str) -> bytes:
@@ -283,4 +302,9 @@ _FIELDS = {
 
 def invalid(errors: dict[str, str]) -> A1111Error:
     """A JobSpec refusal, with the fields named as this API names them."""
-    return field_errors({_FIELDS.get(field, field): reason for field, reason in errors.items()})
+    return field_errors({_a1111_field(field): reason for field, reason in errors.items()})
+
+
+def _a1111_field(field: str) -> str:
+    # LoRA come from the prompt's <lora:…> tags: a bad one is the prompt's fault.
+    return "prompt" if field.split(".")[0] == "loras" else _FIELDS.get(field, field)
