@@ -21,7 +21,6 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from producer.batch_rows import InvalidRows, RowError
-from producer.catalog import native_size
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec
 from producer.jobs import batch_key, new_job_id
@@ -98,7 +97,7 @@ def submit(
     for _, spec in specs:
         model = spec.model or settings.default_model
         if model not in sizes:
-            sizes[model] = native_size(settings, model)
+            sizes[model] = client.native_size(model)
 
     def record(session: Session) -> tuple[str, list[str], int]:
         batch = session.scalars(

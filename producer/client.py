@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from producer.models import TERMINAL, Job, JobStatus
 from producer.outbox import publish_now
 from producer.pipeline import STAGES
 from producer.queue import producer_app
+from producer.registry import Registered, RegistryView
 from producer.settings import Settings, get_settings
 from producer.spec import JobSpec, check_storable, validate_spec, with_native_size
 
@@ -93,7 +95,7 @@ class Client:
             if earlier is not None:
                 return JobHandle(self, earlier, replayed=True)
         model = spec.model or self.settings.default_model
-        spec = with_native_size(spec, native_size(self.settings, model))
+        spec = with_native_size(spec, self.native_size(model))
         job_id = new_job_id()
         image_uri = None
         if image is not None:
@@ -166,8 +168,7 @@ class Client:
         """What JobSpec cannot judge alone: the model is one this deployment serves, and a
         best-of-N ranks by a metric something here measures (else it would keep every image
         and call that a success)."""
-        if spec.model is not None and find_model(self.settings, spec.model) is None:
-            raise InvalidJobSpec({"model": "not a model served here (GET /v1/models lists them)"})
+        self._check_registry(spec)
         if (
             spec.keep_best is not None
             and spec.rank_by == "clip_score"
@@ -179,6 +180,54 @@ class Client:
                     "(IMGGEN_CLIP_MODEL); rank by another metric"
                 }
             )
+
+    def _check_registry(self, spec: JobSpec) -> None:
+        """The model, sampler and adapters against what workers say they serve (the registry);
+        before any worker has said, the model against the models folder and settings. A
+        refusal is judged on a fresh read of the registry, never on a cached one."""
+        model = spec.model or self.settings.default_model
+        errors = self._unserved(spec, model, self.registry.models())
+        if errors:
+            errors = self._unserved(spec, model, self.registry.models(fresh=True))
+        if errors:
+            raise InvalidJobSpec(errors)
+
+    def _unserved(self, spec: JobSpec, model: str, served: dict[str, Registered]) -> dict[str, str]:
+        if not served:
+            if spec.model is not None and find_model(self.settings, spec.model) is None:
+                return {"model": "not a model served here (GET /v1/models lists them)"}
+            return {}
+        entry = served.get(model)
+        if entry is None:
+            if spec.model is None:
+                return {}  # the deployment's own default: its workers are configured with it
+            if self.settings.unserved_models == "wait" and find_model(self.settings, model):
+                return {}
+            return {"model": "no worker serves this model (GET /v1/models lists those served)"}
+        if entry.refused is not None:
+            return {"model": f"cannot be run here: {entry.refused}"}
+        errors: dict[str, str] = {}
+        if spec.scheduler is not None and spec.scheduler not in entry.samplers:
+            runs = ", ".join(entry.samplers) or "only its own scheduler"
+            errors["scheduler"] = f"{spec.scheduler!r} is not a sampler this model runs ({runs})"
+        for i, lora in enumerate(spec.loras):
+            if lora.name not in entry.adapters:
+                have = ", ".join(entry.adapters[:20]) or "none"
+                errors[f"loras.{i}.name"] = f"no adapter {lora.name!r} here (adapters: {have})"
+        return errors
+
+    @cached_property
+    def registry(self) -> RegistryView:
+        return RegistryView(self._db_url)
+
+    def native_size(self, model: str) -> tuple[int, int] | None:
+        """The size ``model`` draws when a job names none: as its folder declares it, else as
+        the registry says."""
+        size = native_size(self.settings, model)
+        if size is None:
+            entry = self.registry.models().get(model)
+            size = entry.native_size if entry is not None else None
+        return size
 
     def idempotent_job(self, owner_key_id: int | None, key: str) -> str | None:
         query = select(Job.id).where(Job.owner_key_id == owner_key_id, Job.idempotency_key == key)

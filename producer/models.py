@@ -327,3 +327,24 @@ class WorkerHeartbeat(Base):
     current_stage: Mapped[str | None] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class RegistryEntry(Base):
+    """A model a worker host can serve, as that host's workers last found it in their models
+    folder (the registry): one row per host and model, rewritten when what they find changes.
+    The producer checks jobs against it at submit; the API lists it."""
+
+    __tablename__ = "served_models"
+
+    hostname: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)  # what a job names
+    family: Mapped[str] = mapped_column(String(32))  # imggen's adapter: sd, sdxl, …; "" if refused
+    pipeline: Mapped[str] = mapped_column(String(100))  # model_index.json's class
+    native_width: Mapped[int | None] = mapped_column(Integer)
+    native_height: Mapped[int | None] = mapped_column(Integer)
+    samplers: Mapped[list[str]] = mapped_column(JSON)  # the job's `scheduler` may name these
+    adapters: Mapped[list[str]] = mapped_column(JSON)  # LoRA names a job may ask for
+    # Why the host cannot run the folder (an unsupported family, parts that do not fit); None
+    # when it serves it. Kept so that a job for it is refused at submit with the reason.
+    refused: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     """Models the workers serve by name, for API hosts that cannot see the models folder. A job
     may name the default model, a folder under models_dir, or one of these; nothing else."""
 
+    unserved_models: Literal["refuse", "wait"] = "refuse"
+    """A job for a model that no worker has registered (``imggen models list``): ``refuse`` it
+    at submit, or accept it to ``wait`` for a worker that serves it. Before any worker has
+    registered, models are judged by the models folder and ``model_names``."""
+
     clip_model: str | None = None
     """CLIP model folder for the ``clip_score`` metric; unset: the metric is skipped."""
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,10 @@ from sqlalchemy import create_engine, inspect, text
 
 from migrations import upgrade
 from producer.client import Client
+from producer.db import in_transaction
 from producer.pipeline import ALL_QUEUES
 from producer.queue import carries_events
+from producer.registry import Registered, registered
 from worker.process import start_worker, stop_worker
 from worker.settings import WorkerSettings
 
@@ -37,6 +40,18 @@ class Deployment:
         return subprocess.run(
             command, env=self.env, capture_output=True, text=True, timeout=timeout
         )
+
+    def registered(self, model: str, timeout: float = 30.0) -> Registered:
+        """The model's registry entry once the worker has registered it (it rescans its models
+        folder on each heartbeat)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = in_transaction(self.settings.resolved_database_url, registered).get(model)
+            if entry is not None:
+                return entry
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no worker registered {model}")
+            time.sleep(0.1)
 
     def queued_messages(self) -> int:
         """Messages waiting in any stage queue of the broker."""

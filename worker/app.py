@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,13 @@ def _pool_process_exits(**_: Any) -> None:
 def _start_heartbeat() -> None:
     settings = get_worker_settings()
     if settings.heartbeat_seconds <= 0:
+        # No beats: the registry is written once, at start.
+        from worker.registry import Registry
+
+        try:
+            Registry(settings, _node.get("hostname") or socket.gethostname()).refresh()
+        except Exception:  # noqa: BLE001 - the producer then judges by the models folder
+            log.warning("model registry not written", exc_info=True)
         return
     from worker.heartbeat import Heartbeat
     from worker.stages.runtime import get_runtime

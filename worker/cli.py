@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from producer import batch_cli, serve_cli, stats_cli
 from producer import cli as producer_cli
-from producer.cli import err, out
+from producer.cli import AsJson, _print_json, err, out
 from producer.pipeline import ALL_QUEUES
 from producer.settings import get_settings
 from worker.process import worker_argv, worker_environment
@@ -92,11 +92,41 @@ def sweeper(
     sweeper.run_forever(stop)
 
 
+@models_app.command("list")
+def list_models(as_json: AsJson = False) -> None:
+    """The models this deployment serves: what its workers registered (family, native size,
+    samplers, LoRA adapters, hosts) and the folders this host sees."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from producer.catalog import served_models
+
+    models = served_models(get_settings())
+    if as_json:
+        _print_json([asdict(model) for model in models])
+        return
+    table = Table("model", "family", "native size", "samplers", "adapters", "workers")
+    for model in models:
+        size = f"{model.native_size[0]}x{model.native_size[1]}" if model.native_size else "-"
+        name = f"{model.id} (default)" if model.default else model.id
+        table.add_row(
+            name,
+            model.family
+            or (f"refused: {model.refused}" if model.refused else "not registered by a worker"),
+            size,
+            ", ".join(model.samplers) or "-",
+            ", ".join(model.adapters) or "-",
+            ", ".join(model.workers) or "-",
+        )
+    out.print(table)
+
+
 @models_app.command("make-tiny")
 def make_tiny(
     directory: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
     kind: Annotated[
-        str, typer.Option(help="diffusion, expander, captioner or clip.")
+        str, typer.Option(help="diffusion, sdxl, expander, captioner or clip.")
     ] = "diffusion",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:

@@ -4,7 +4,8 @@ One row per process in ``worker_heartbeats`` (``producer.overview.workers`` read
 queues it consumes, the diffusion models it holds, the job and stage it runs. What it runs is
 noted in memory when a stage starts (``running``) and written by the beat, so a stage costs no
 extra write; the dashboard's view of it lags by at most one beat. A process that stops cleanly
-removes its row; one that is killed leaves a row that ages out.
+removes its row; one that is killed leaves a row that ages out. Each beat also keeps the
+host's entries in the model registry (``worker/registry.py``) in step with its folders.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import delete
 
 from producer.db import in_transaction
 from producer.models import WorkerHeartbeat, utcnow
+from worker.registry import Registry
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Heartbeat:
     ) -> None:
         self.settings, self.queues, self.models = settings, list(queues), models
         self.hostname = node or socket.gethostname()
+        self.registry = Registry(settings, self.hostname)
         self.id = f"{self.hostname}/{os.getpid()}"
         self.started_at = utcnow()
 
@@ -76,6 +79,10 @@ class Heartbeat:
                 self.beat()
             except Exception:  # noqa: BLE001 - a missed beat must not stop the beating
                 log.warning("worker heartbeat not written", exc_info=True)
+            try:
+                self.registry.refresh()
+            except Exception:  # noqa: BLE001 - tried again on the next beat
+                log.warning("model registry not written", exc_info=True)
             if stop.wait(self.settings.heartbeat_seconds):
                 break
         try:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from imggen.errors import UnsupportedModel
+from imggen.samplers import SAMPLERS
 
 if TYPE_CHECKING:
     from imggen.components import Components
@@ -26,6 +27,8 @@ class Family:
     text_encoders: ClassVar[tuple[tuple[str, str, str], ...]]
     # In fp16, decode (and encode images) with the VAE in fp32: SDXL's VAE overflows in fp16.
     upcast_vae: ClassVar[bool] = False
+    # The samplers a job may name (imggen.samplers): every one steps a UNet's noise prediction.
+    samplers: ClassVar[tuple[str, ...]] = tuple(SAMPLERS)
 
     @property
     def parts(self) -> tuple[str, ...]:

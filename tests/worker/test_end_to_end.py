@@ -101,6 +101,7 @@ def test_a_model_folder_that_breaks_after_submit_fails_at_once_with_the_reason(
 ) -> None:
     folder = deployment.settings.resolved_models_dir / "goes-missing"
     shutil.copytree(tiny_model_dir, folder)
+    deployment.registered("goes-missing")
     handle = deployment.client.submit("a fox", **SMALL, model="goes-missing")
     shutil.rmtree(folder / "unet")
     info = handle.wait(timeout=WAIT_S)
@@ -112,28 +113,22 @@ def test_a_model_folder_that_breaks_after_submit_fails_at_once_with_the_reason(
         handle.result()
 
 
-def test_a_model_the_code_cannot_run_fails_at_once_as_a_programming_error(
-    deployment: Deployment, tiny_model_dir: Path
+def test_a_folder_the_workers_cannot_run_is_refused_at_submit_with_the_reason(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    """A UNet that wants conditioning the stages do not give (an SDXL-style one) raises a
-    TypeError: not a hiccup to retry, but a job that cannot run here."""
-    from diffusers import UNet2DConditionModel
-
+    """A UNet that wants conditioning its pipeline does not give (an SDXL UNet in a Stable
+    Diffusion folder): the worker registers it as refused, and a job for it never starts."""
     folder = deployment.settings.resolved_models_dir / "wants-more"
-    shutil.copytree(tiny_model_dir, folder)
-    config = dict(UNet2DConditionModel.load_config(folder / "unet"))
-    config = {k: v for k, v in config.items() if not k.startswith("_")} | {
-        "addition_embed_type": "text_time",
-        "addition_time_embed_dim": 8,
-        "projection_class_embeddings_input_dim": 80,
-    }
-    unet = UNet2DConditionModel(**config)
-    unet.save_pretrained(folder / "unet")
-    info = deployment.client.submit("a fox", **SMALL, model="wants-more").wait(timeout=WAIT_S)
-    assert info["status"] == "failed"
-    denoise = next(s for s in info["stages"] if s["stage"] == "denoise")
-    assert (denoise["attempts"], denoise["error_kind"]) == (1, "programming")
-    assert "TypeError" in info["error"]
+    made = shutil.copytree(tiny_model_dir, tmp_path / "wants-more")
+    config = json.loads((made / "unet" / "config.json").read_text())
+    config |= {"addition_embed_type": "text_time", "addition_time_embed_dim": 8}
+    (made / "unet" / "config.json").write_text(json.dumps(config))
+    made.rename(folder)  # whole, as the worker's rescan sees it
+    assert deployment.registered("wants-more").refused is not None
+    with pytest.raises(InvalidJobSpec) as refused:
+        deployment.client.submit("a fox", **SMALL, model="wants-more")
+    assert "added conditioning (text_time)" in refused.value.errors["model"]
+    assert str(folder) not in str(refused.value)
 
 
 def test_cancel_stops_a_running_job_and_a_queued_one_never_starts(deployment: Deployment) -> None:

@@ -1,7 +1,9 @@
-"""Model families and LoRA through the shared API stack (a real worker, Redis, PostgreSQL): an
-SDXL job runs every stage as an SD job does; a folder of a family imggen does not run fails its
-job as invalid at once, with the pipeline class in the reason, never as a retry; a job with an
-adapter draws another image than the same job without, and an unknown adapter is invalid."""
+"""Model families, LoRA and the model registry through the shared API stack (a real worker,
+Redis, PostgreSQL). The worker registers the folders it can run and the adapters it has; the API
+lists them and refuses, at submit, a job for a folder it cannot run or an adapter it lacks. An
+SDXL job runs every stage as an SD job does; a job with an adapter draws another image than the
+same job without; and a job that reaches a worker with a folder of a family imggen does not run
+(accepted before the folder changed) fails as invalid at once, never as a retry."""
 
 from __future__ import annotations
 
@@ -17,19 +19,12 @@ import pytest
 from imggen.tiny import make_tiny_lora, make_tiny_sdxl
 from producer.db import session_scope
 from producer.keys import create_key
+from producer.spec import validate_spec
 from testbed.deployments import Deployment
 
 pytestmark = pytest.mark.slow
 
-
-def _finished(base: str, auth: dict[str, str], job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = httpx.get(f"{base}/v1/jobs/{job_id}", headers=auth).json()
-        if view["status"] in ("succeeded", "failed", "canceled"):
-            return dict(view)
-        assert time.monotonic() < deadline, f"job {job_id} still {view['status']}"
-        time.sleep(0.2)
+JOB = {"prompt": "a red fox", "n": 2, "seed": 3, "steps": 6, "width": 64, "height": 64}
 
 
 def _key(dep: Deployment, name: str) -> dict[str, str]:
@@ -44,59 +39,97 @@ def _submit(base: str, auth: dict[str, str], **body: Any) -> str:
     return str(posted.json()["id"])
 
 
-JOB = {"prompt": "a red fox", "n": 2, "seed": 3, "steps": 6, "width": 64, "height": 64}
+def _finished(base: str, auth: dict[str, str], job_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = httpx.get(f"{base}/v1/jobs/{job_id}", headers=auth).json()
+        if view["status"] in ("succeeded", "failed", "canceled"):
+            return dict(view)
+        assert time.monotonic() < deadline, f"job {job_id} still {view['status']}"
+        time.sleep(0.2)
 
 
-def test_an_sdxl_job_runs_and_an_unsupported_folder_fails_at_once(
-    api_stack: tuple[Deployment, str], tiny_model_dir: Path
+def _registered(base: str, auth: dict[str, str], model: str, adapter: str | None = None) -> dict:
+    """The model's entry in GET /v1/models once the worker has registered it (and ``adapter``)."""
+    deadline = time.monotonic() + 30
+    while True:
+        listed = {m["id"]: m for m in httpx.get(f"{base}/v1/models", headers=auth).json()["data"]}
+        entry = listed.get(model, {})
+        if entry.get("workers") and (adapter is None or adapter in entry["adapters"]):
+            return dict(entry)
+        assert time.monotonic() < deadline, f"{model} not registered: {entry}"
+        time.sleep(0.2)
+
+
+def _flux_like(tiny_model_dir: Path, target: Path, workdir: Path) -> None:
+    """A copy of the tiny model that says it is a Flux pipeline, moved into place whole."""
+    made = shutil.copytree(tiny_model_dir, workdir / target.name)
+    index = json.loads((made / "model_index.json").read_text())
+    (made / "model_index.json").write_text(json.dumps(index | {"_class_name": "FluxPipeline"}))
+    made.rename(target)
+
+
+def test_the_registry_lists_what_workers_run_and_an_sdxl_job_runs(
+    api_stack: tuple[Deployment, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     dep, base = api_stack
     models = dep.settings.resolved_models_dir
     make_tiny_sdxl(models / "tiny-sdxl")
-    unsupported = models / "tiny-flux"
-    shutil.copytree(tiny_model_dir, unsupported)
-    index = json.loads((unsupported / "model_index.json").read_text())
-    (unsupported / "model_index.json").write_text(
-        json.dumps(index | {"_class_name": "FluxPipeline"})
-    )
+    _flux_like(tiny_model_dir, models / "tiny-flux", tmp_path)
     auth = _key(dep, "families")
-    ids = {model: _submit(base, auth, model=model) for model in ("tiny-sdxl", "tiny-flux")}
 
-    sdxl = _finished(base, auth, ids["tiny-sdxl"])
+    entry = _registered(base, auth, "tiny-sdxl")
+    assert (entry["family"], entry["pipeline"]) == ("sdxl", "StableDiffusionXLPipeline")
+    assert entry["native_size"] == "64x64" and "dpmpp_2m_karras" in entry["samplers"]
+    flux = dep.registered("tiny-flux")
+    assert flux.hosts == () and "'FluxPipeline' is not a pipeline imggen runs" in str(flux.refused)
+    listed = {m["id"]: m for m in httpx.get(f"{base}/v1/models", headers=auth).json()["data"]}
+    assert listed["tiny-flux"]["workers"] == [] and listed["tiny-flux"]["refused"]
+    refused = httpx.post(f"{base}/v1/jobs", json=JOB | {"model": "tiny-flux"}, headers=auth)
+    assert refused.status_code == 422, refused.text
+    assert "cannot be run here" in refused.text and "FluxPipeline" in refused.text
+
+    sdxl = _finished(base, auth, _submit(base, auth, model="tiny-sdxl"))
     assert sdxl["status"] == "succeeded", sdxl["error"]
     assert len(sdxl["images"]) == 2
-    assert {stage["stage"] for stage in sdxl["stages"]} >= {"encode", "denoise", "decode"}
     image = httpx.get(sdxl["images"][0]["url"], headers=auth)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
 
-    flux = _finished(base, auth, ids["tiny-flux"], timeout=30)
-    assert flux["status"] == "failed"
-    assert "FluxPipeline" in flux["error"], flux["error"]
-    failed = [stage for stage in flux["stages"] if stage["status"] == "failed"]
+
+def test_an_unsupported_folder_that_reaches_a_worker_fails_as_invalid_at_once(
+    api_stack: tuple[Deployment, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    dep, base = api_stack
+    _flux_like(tiny_model_dir, dep.settings.resolved_models_dir / "tiny-flux-2", tmp_path)
+    # Recorded as it was accepted before the folder changed: submit_spec takes a checked spec.
+    spec = validate_spec(JOB | {"model": "tiny-flux-2", "steps": 4})
+    view = dep.client.submit_spec(spec).wait(timeout=30)
+    assert view["status"] == "failed"
+    assert "FluxPipeline" in view["error"], view["error"]
+    failed = [stage for stage in view["stages"] if stage["status"] == "failed"]
     assert [(s["attempts"], s["error_kind"]) for s in failed] == [(1, "invalid")], failed
 
 
-def test_a_lora_job_draws_another_image_and_an_unknown_adapter_is_invalid(
+def test_a_lora_job_draws_another_image_and_an_unknown_adapter_is_refused(
     api_stack: tuple[Deployment, str], tiny_model_dir: Path
 ) -> None:
     dep, base = api_stack
     make_tiny_lora(dep.settings.resolved_loras_dir, tiny_model_dir, "ink", seed=1)
     auth = _key(dep, "adapters")
-    plain, ink, gone = (
-        _submit(base, auth, cache=False),
-        _submit(base, auth, cache=False, loras=[{"name": "ink", "weight": 0.8}]),
-        _submit(base, auth, cache=False, loras=[{"name": "gone"}]),
-    )
-    views = {job: _finished(base, auth, job) for job in (plain, ink, gone)}
+    _registered(base, auth, dep.settings.default_model, adapter="ink")
+    refused = httpx.post(f"{base}/v1/jobs", json=JOB | {"loras": [{"name": "gone"}]}, headers=auth)
+    assert refused.status_code == 422 and "no adapter 'gone'" in refused.text, refused.text
+
+    plain = _submit(base, auth, cache=False)
+    ink = _submit(base, auth, cache=False, loras=[{"name": "ink", "weight": 0.8}])
+    views = {job: _finished(base, auth, job) for job in (plain, ink)}
     assert views[plain]["status"] == views[ink]["status"] == "succeeded"
     assert views[ink]["spec"]["loras"] == [{"name": "ink", "weight": 0.8}]
 
-    def png(job: str) -> bytes:
-        return httpx.get(views[job]["images"][0]["url"], headers=auth).content
+    def png(view: dict[str, Any]) -> bytes:
+        return httpx.get(view["images"][0]["url"], headers=auth).content
 
-    assert png(ink) != png(plain)
-    assert views[gone]["status"] == "failed"
-    assert "no adapter 'gone'" in views[gone]["error"], views[gone]["error"]
+    assert png(views[ink]) != png(views[plain])
     # After the adapter job, the model draws plain images again.
     again = _finished(base, auth, _submit(base, auth, cache=False))
-    assert httpx.get(again["images"][0]["url"], headers=auth).content == png(plain)
+    assert png(again) == png(views[plain])

@@ -242,9 +242,13 @@ def _model_object(model: ServedModel) -> dict[str, Any]:
         "owned_by": "imggen",
         # imggen's own fields.
         "family": model.family,
+        "pipeline": model.pipeline,
         "native_size": f"{size[0]}x{size[1]}" if size else None,
         "default": model.default,
-        "samplers": list(SCHEDULERS),
+        "samplers": list(model.samplers or SCHEDULERS),
+        "adapters": list(model.adapters),
+        "workers": list(model.workers),
+        "refused": model.refused,
     }
 
 
