@@ -2,11 +2,14 @@
 
 1. **Lane**: ``interactive`` (single submissions, by default) before ``bulk``.
 2. **Priority** within the lane, higher first.
-3. **Fair share** among owners (API keys; the CLI and client's own jobs are one owner): the owner
+3. **The model resident** in the claiming worker (``prefer_models``), so that a mixed backlog
+   does not make it load models in turn; work for another model that has waited
+   ``AFFINITY_S`` competes as if resident.
+4. **Fair share** among owners (API keys; the CLI and client's own jobs are one owner): the owner
    whose jobs this stage took fewest of in the last ``FAIR_WINDOW_S`` goes first, so one key's
    10,000 bulk jobs do not starve another key's 10. A newcomer is served first until it has had
    as many turns in the window as the others.
-4. **Age**: the run queued longest.
+5. **Age**: the run queued longest.
 
 SQL decides what is claimed; a broker message only wakes a worker for a stage (the job it names
 is a hint). The producer holds this order because the job's view shows its place in it; the
@@ -20,13 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from producer.models import ACTIVE, Job, StageRun, StageStatus
 from producer.pipeline import STAGES
 
 FAIR_WINDOW_S = 60.0
+AFFINITY_S = 30.0
 _ACTIVE = [status.value for status in ACTIVE]
 _INTERACTIVE_FIRST = case((Job.lane == "interactive", 0), else_=1)
 _OWNER = func.coalesce(Job.owner_key_id, 0)  # 0: jobs submitted without a key
@@ -51,6 +55,7 @@ def waiting_runs(
     batch_key: str | None = None,
     queued_only: bool = False,
     lane: str | None = None,
+    prefer_models: Sequence[str] = (),
 ) -> Select[Any]:
     """The runs of ``stage`` that may be claimed now, best first: queued, or (unless
     ``queued_only``) running on a lease that ran out (a lost worker's), of active jobs with
@@ -84,6 +89,7 @@ def waiting_runs(
         .order_by(
             _INTERACTIVE_FIRST,
             Job.priority.desc(),
+            _affinity(prefer_models, now),
             func.coalesce(served.c.turns, 0),
             StageRun.enqueued_at,
             StageRun.job_id,
@@ -98,6 +104,14 @@ def waiting_runs(
     return query
 
 
+def _affinity(models: Sequence[str], now: datetime) -> Any:
+    """0 for work on one of ``models`` (or waiting long enough to be taken anyway), else 1."""
+    if not models:
+        return literal(0)
+    waited_long = StageRun.enqueued_at < now - timedelta(seconds=AFFINITY_S)
+    return case((Job.model.in_(list(models)) | waited_long, 0), else_=1)
+
+
 def next_waiting(
     session: Session,
     stage: str,
@@ -108,6 +122,7 @@ def next_waiting(
     batch_key: str | None = None,
     queued_only: bool = False,
     lane: str | None = None,
+    prefer_models: Sequence[str] = (),
 ) -> list[Waiting]:
     """Up to ``limit`` runs of ``stage`` in the order they are to be taken."""
     query = waiting_runs(
@@ -117,6 +132,7 @@ def next_waiting(
         batch_key=batch_key,
         queued_only=queued_only,
         lane=lane,
+        prefer_models=prefer_models,
     )
     return [Waiting(*row) for row in session.execute(query.limit(limit))]
 

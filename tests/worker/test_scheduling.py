@@ -13,7 +13,7 @@ from producer.db import session_scope
 from producer.jobs import create_job
 from producer.keys import create_key
 from producer.models import Job, StageRun, utcnow
-from producer.scheduling import interactive_waiting, next_waiting, place_in_queue
+from producer.scheduling import AFFINITY_S, interactive_waiting, next_waiting, place_in_queue
 from producer.spec import validate_spec
 from worker.queue.claims import Claimed, Refusal, Refused, claim_stage
 from worker.queue.commits import commit_stage
@@ -23,10 +23,10 @@ LEASE: dict[str, Any] = {"lease_seconds": 60.0, "max_attempts": 3}
 BATCH = Batching(images=8, wait_seconds=30.0)
 
 
-def _job(db: str, owner: int | None = None, **spec: Any) -> str:
+def _job(db: str, owner: int | None = None, model: str = "tiny", **spec: Any) -> str:
     fields = {"prompt": "a fox", "n": 2, "seed": 1, "steps": 4, "width": 64, "height": 64}
     with session_scope(db) as session:
-        job = create_job(session, validate_spec(fields | spec), "tiny", owner_key_id=owner)
+        job = create_job(session, validate_spec(fields | spec), model, owner_key_id=owner)
         return job.id
 
 
@@ -75,6 +75,33 @@ def test_owners_take_turns_within_a_lane(db: str) -> None:
     # The heavy key queued first, but the light key's jobs are served in turn with it.
     assert taken[:4] == [heavy_jobs[0], light_jobs[0], heavy_jobs[1], light_jobs[1]]
     assert taken[4:] == heavy_jobs[2:4]
+
+
+def test_a_worker_takes_work_for_the_model_it_holds_first_unless_other_work_waited_long(
+    db: str,
+) -> None:
+    other_old, other = _job(db, model="xl"), _job(db, model="xl")
+    mine = _job(db)
+
+    def order() -> list[str]:
+        with session_scope(db) as session:
+            found = next_waiting(session, "expand", utcnow(), prefer_models=["tiny"])
+            return [w.job_id for w in found]
+
+    assert order() == [mine, other_old, other]
+    assert _order(db) == [other_old, other, mine]  # without a preference: by age
+    with session_scope(db) as session:
+        claim = claim_next(session, "expand", other_old, resident=["tiny"], **LEASE)
+    assert isinstance(claim, Claimed) and claim.job.id == mine
+    # Work for another model that has waited past the bound goes by age again.
+    mine_too = _job(db)
+    with session_scope(db) as session:
+        session.execute(
+            update(StageRun)
+            .where(StageRun.job_id == other_old)
+            .values(enqueued_at=utcnow() - timedelta(seconds=AFFINITY_S + 1))
+        )
+    assert order() == [other_old, mine_too, other]
 
 
 def test_a_message_claims_the_best_run_and_its_own_job_waits(db: str) -> None:

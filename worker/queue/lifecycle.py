@@ -106,6 +106,7 @@ def _claim(runtime: Runtime, job_id: str, stage: str) -> Claimed | Refused:
     batching = None
     if STAGES[stage].batched and settings.batch_max_images > 1:
         batching = Batching(settings.batch_max_images, settings.batch_wait_seconds)
+    resident = runtime.resident_models()
     claim = in_transaction(
         settings.resolved_database_url,
         lambda session: claim_next(
@@ -115,6 +116,7 @@ def _claim(runtime: Runtime, job_id: str, stage: str) -> Claimed | Refused:
             lease_seconds=settings.stage_lease_seconds,
             max_attempts=settings.stage_max_attempts,
             batching=batching,
+            resident=resident,
         ),
     )
     notify(settings.resolved_redis_url, claim.job.id if isinstance(claim, Claimed) else job_id)

@@ -5,6 +5,7 @@ lets compatible jobs catch up; and the companions a batch takes along.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,12 +40,15 @@ def claim_next(
     lease_seconds: float,
     max_attempts: int,
     batching: Batching | None = None,
+    resident: Sequence[str] = (),
 ) -> Claimed | Refused:
-    """Claim the run of ``stage`` that the scheduler puts first. ``hint_job_id`` is the job the
-    message named: when no other run can be taken, the refusal is about it (done, busy, …)."""
+    """Claim the run of ``stage`` that the scheduler puts first (``resident``: the models this
+    worker holds). ``hint_job_id`` is the job the message named: when no other run can be
+    taken, the refusal is about it (done, busy, …)."""
     now = utcnow()
     waiting_for_company = False
-    for waiting in next_waiting(session, stage, now, max_attempts=max_attempts):
+    found = next_waiting(session, stage, now, max_attempts=max_attempts, prefer_models=resident)
+    for waiting in found:
         if batching is not None and _waits_for_company(session, waiting, stage, now, batching):
             waiting_for_company = True
             continue
