@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_script_runs_on_the_cpu_and_both_paths_draw_the_same_images() -> None:
+@pytest.mark.parametrize("model", ["sd15", "sdxl"])
+def test_gpu_script_runs_on_the_cpu_and_both_paths_draw_the_same_images(model: str) -> None:
     command = [
         sys.executable,
         "-m",
@@ -20,6 +21,8 @@ def test_gpu_script_runs_on_the_cpu_and_both_paths_draw_the_same_images() -> Non
         "--device",
         "cpu",
         "--tiny",
+        "--model",
+        model,
         "--steps",
         "2",
         "--batches",
@@ -31,7 +34,9 @@ def test_gpu_script_runs_on_the_cpu_and_both_paths_draw_the_same_images() -> Non
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| fp32")]
     assert len(rows) == 4
-    assert all(row.rstrip(" |").endswith("| 0") for row in rows), rows  # identical images
+    # The same images (SDXL: up to one level of 255, where a batch of two rounds differently).
+    diffs = {row.rstrip(" |").rsplit("|", 1)[1].strip() for row in rows}
+    assert diffs <= ({"0"} if model == "sd15" else {"0", "1"}), rows
 
 
 # Four worker processes in turn: the subprocess's own time-out is the bound.
