@@ -19,7 +19,7 @@ from rich.table import Table
 from producer.client import Client, JobHandle
 from producer.errors import ImggenError, InvalidJobSpec, JobNotFound, JobTimeout
 from producer.models import JobStatus
-from producer.spec import LANES, MAX_PRIORITY, SCHEDULERS, parse_size
+from producer.spec import LANES, MAX_PRIORITY, SCHEDULERS, parse_lora, parse_size
 
 app = typer.Typer(help="imggen: image generation as background jobs.", no_args_is_help=True)
 out = Console()
@@ -64,6 +64,10 @@ def submit(
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model id; the deployment's default if unset.")
+    ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(help="A LoRA adapter as NAME or NAME:WEIGHT (weight 1); repeatable."),
     ] = None,
     expand: Annotated[
         bool,
@@ -117,6 +121,8 @@ def submit(
     if seed is not None:
         fields["seed"] = seed
     try:
+        if lora:
+            fields["loras"] = [parse_lora(text) for text in lora]
         if size is not None:
             fields["width"], fields["height"] = parse_size(size)
         handle = Client().submit(image=image, **fields)

@@ -189,6 +189,17 @@ def check_storable(text: str) -> None:
         raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
 
 
+def parse_lora(text: str) -> dict[str, Any]:
+    """``NAME`` or ``NAME:WEIGHT`` as a ``loras`` entry; raises InvalidJobSpec naming ``loras``."""
+    name, colon, weight = text.rpartition(":")
+    if not colon:
+        return {"name": text}
+    try:
+        return {"name": name, "weight": float(weight)}
+    except ValueError:
+        raise InvalidJobSpec({"loras": f"{text!r}: expected NAME or NAME:WEIGHT"}) from None
+
+
 def parse_size(size: str) -> tuple[int, int]:
     """``"640x480"`` -> ``(640, 480)``; raises InvalidJobSpec naming ``size``."""
     try:

@@ -101,6 +101,7 @@ def list_models(as_json: AsJson = False) -> None:
     from rich.table import Table
 
     from producer.catalog import served_models
+    from producer.spec import SCHEDULERS
 
     models = served_models(get_settings())
     if as_json:
@@ -115,7 +116,7 @@ def list_models(as_json: AsJson = False) -> None:
             model.family
             or (f"refused: {model.refused}" if model.refused else "not registered by a worker"),
             size,
-            ", ".join(model.samplers) or "-",
+            "all" if set(model.samplers) == set(SCHEDULERS) else ", ".join(model.samplers) or "-",
             ", ".join(model.adapters) or "-",
             ", ".join(model.workers) or "-",
         )

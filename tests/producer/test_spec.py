@@ -17,6 +17,7 @@ from producer.spec import (
     MAX_IMAGES,
     MAX_SEED,
     JobSpec,
+    parse_lora,
     parse_size,
     validate_spec,
     with_native_size,
@@ -104,6 +105,13 @@ def test_parse_size() -> None:
     assert parse_size("640x480") == (640, 480)
     with pytest.raises(InvalidJobSpec, match="size"):
         parse_size("640by480")
+
+
+def test_parse_lora() -> None:
+    assert parse_lora("ink") == {"name": "ink"}
+    assert parse_lora("ink:0.6") == {"name": "ink", "weight": 0.6}
+    with pytest.raises(InvalidJobSpec, match="loras"):
+        parse_lora("ink:strong")
 
 
 def test_the_shipped_shapes_model_gets_its_own_size_unless_the_job_names_one(
