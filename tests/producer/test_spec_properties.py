@@ -40,8 +40,10 @@ def _check(data: dict[str, Any]) -> JobSpec | None:
         spec = validate_spec(data)
     except InvalidJobSpec as exc:
         assert exc.errors, "a rejection must name at least one field"
-        # Every named field is one the caller sent (or the prompt they left out).
-        assert set(exc.errors) <= set(data) | {"prompt"}, (exc.errors, data)
+        # Every named field is one the caller sent (or the prompt they left out); a list's
+        # entries are named within it (loras.0.name).
+        named = {field.split(".")[0] for field in exc.errors}
+        assert named <= set(data) | {"prompt"}, (exc.errors, data)
         assert all(reason for reason in exc.errors.values())
         return None
     assert spec.prompt is None or 0 < len(spec.prompt) <= 1000
