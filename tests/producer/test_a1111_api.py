@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 
 from producer.api.a1111.translate import Txt2ImgRequest, sampler
+from producer.db import session_scope
+from producer.models import RegistryEntry, utcnow
 from tests.producer.api_app import Api
 
 SMALL: dict[str, Any] = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 4}
@@ -186,6 +188,20 @@ def test_models_samplers_schedulers_options_and_scripts(impatient: Api) -> None:
     assert [s["name"] for s in get("schedulers")] == ["automatic", "karras"]
     assert get("options")["sd_model_checkpoint"] == "shapes"
     assert get("scripts") == {"txt2img": [], "img2img": []}
+    assert get("loras") == []  # no worker has registered an adapter
+    with session_scope(impatient.settings.resolved_database_url) as session:
+        session.add(
+            RegistryEntry(
+                hostname="gpu-1",
+                model="shapes",
+                family="sd",
+                pipeline="StableDiffusionPipeline",
+                samplers=["ddim"],
+                adapters=["ink", "neon"],
+                updated_at=utcnow(),
+            )
+        )
+    assert [lora["name"] for lora in get("loras")] == ["ink", "neon"]
     assert (
         impatient.http.post("/sdapi/v1/options", json={}, headers=_basic(impatient)).status_code
         == 405

@@ -248,6 +248,17 @@ async def sd_models(key: Caller, settings: ApiSettings) -> Any:
     ]
 
 
+@router.get("/loras", responses={401: _ERRORS[401]})
+async def loras(key: Caller, settings: ApiSettings) -> Any:
+    """The LoRA adapters workers registered; name one in a prompt as `<lora:NAME:WEIGHT>`."""
+    models = await run_in_threadpool(served_models, settings)
+    names = sorted({name for model in models for name in model.adapters})
+    return [
+        {"name": name, "alias": name, "path": f"loras/{name}.safetensors", "metadata": {}}
+        for name in names
+    ]
+
+
 @router.get("/samplers", responses={401: _ERRORS[401]})
 async def samplers(key: Caller) -> Any:
     return [
