@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 
 from producer.catalog import native_size, read_json
 from producer.db import in_transaction
@@ -77,7 +78,6 @@ class Registry:
     def __init__(self, settings: WorkerSettings, hostname: str) -> None:
         self.settings, self.hostname = settings, hostname
         self._seen: tuple[object, ...] | None = None
-        self.served: list[str] = []
 
     def _fingerprint(self) -> tuple[object, ...]:
         def mtime(path: Path) -> int | None:
@@ -111,6 +111,10 @@ class Registry:
             for row in rows:
                 session.merge(RegistryEntry(hostname=self.hostname, updated_at=now, **row))
 
-        in_transaction(self.settings.resolved_database_url, write)
-        self._seen, self.served = fingerprint, names
+        try:
+            in_transaction(self.settings.resolved_database_url, write)
+        except IntegrityError:
+            # Another process of this host inserted the same rows first: write over them.
+            in_transaction(self.settings.resolved_database_url, write)
+        self._seen = fingerprint
         return True
