@@ -39,6 +39,7 @@ _SCHEDULERS = {
     "DPMSolverMultistepScheduler",
     "LMSDiscreteScheduler",
     "UniPCMultistepScheduler",
+    "FlowMatchEulerDiscreteScheduler",
 }
 
 
@@ -50,13 +51,16 @@ class Components:
     family: Family
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel
-    unet: UNet2DConditionModel
+    unet: UNet2DConditionModel | None  # the denoiser of the UNet families
     vae: AutoencoderKL
     scheduler: SchedulerMixin
     device: torch.device
     dtype: torch.dtype
     tokenizer_2: CLIPTokenizer | None = None
     text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_3: Any = None  # SD3's T5 tokenizer
+    text_encoder_3: Any = None  # SD3's T5 encoder, where the folder has it
+    transformer: Any = None  # the denoiser of the transformer families (SD3)
     pipeline_config: dict[str, Any] = field(default_factory=dict)  # model_index.json
     adapters: Adapters | None = field(default=None, repr=False)  # LoRA, once a job asks for one
 
@@ -65,8 +69,15 @@ class Components:
         return int(2 ** (len(self.vae.config.block_out_channels) - 1))
 
     @property
+    def denoiser(self) -> Any:
+        """The network that predicts each step: the UNet, or the transformer."""
+        found = self.unet if self.unet is not None else self.transformer
+        assert found is not None, "a model has a UNet or a transformer"
+        return found
+
+    @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return int(self.denoiser.config.in_channels)
 
     def fresh_scheduler(self, sampler: str | None = None) -> SchedulerMixin:
         """A scheduler of its own for one run (schedulers keep per-run state, the timesteps):
@@ -105,46 +116,53 @@ def load_components(
     if not (root / "model_index.json").is_file():
         raise ModelNotFound(f"model: no diffusers model folder (model_index.json) at {root}")
     family = family_of(root)  # refuses what imggen cannot run, from the configs alone
-    encoders = [(tok, enc, cls) for tok, enc, cls in family.text_encoders]
-    for part in ("unet", "vae", *(enc for _, enc, _ in encoders)):
+    index = read_config(root)
+    encoders = family.encoders(index)
+    denoiser_folder, denoiser_class = family.denoiser
+    for part in (denoiser_folder, "vae", *(e.encoder for e in encoders)):
         require_safetensors(root / part, "model")
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, torch_device)
     vae_dtype = torch.float32 if family.upcast_vae and torch_dtype == torch.float16 else torch_dtype
     weights: dict[str, Any] = {"use_safetensors": True, "local_files_only": True}
-    text: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
     try:
-        for i, (tokenizer_folder, encoder_folder, encoder_class) in enumerate(encoders):
-            suffix = f"_{i + 1}" if i else ""
-            text[f"tokenizer{suffix}"] = CLIPTokenizer.from_pretrained(
-                root, subfolder=tokenizer_folder, local_files_only=True
+        # The classes come from the family's own list, never from the folder's JSON.
+        for e in encoders:
+            loaded[e.tokenizer] = getattr(transformers, e.tokenizer_class).from_pretrained(
+                root, subfolder=e.tokenizer, local_files_only=True
             )
-            encoder = getattr(transformers, encoder_class).from_pretrained(
-                root, subfolder=encoder_folder, **weights
+            encoder = getattr(transformers, e.encoder_class).from_pretrained(
+                root, subfolder=e.encoder, **weights
             )
-            text[f"text_encoder{suffix}"] = encoder.to(torch_device, torch_dtype).eval()
-        unet = UNet2DConditionModel.from_pretrained(
-            root, subfolder="unet", torch_dtype=torch_dtype, **weights
+            loaded[e.encoder] = encoder.to(torch_device, torch_dtype).eval()
+        denoiser = getattr(diffusers, denoiser_class).from_pretrained(
+            root, subfolder=denoiser_folder, torch_dtype=torch_dtype, **weights
         )
+        loaded[denoiser_folder] = denoiser.to(torch_device).eval()
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=vae_dtype, **weights)
     except OSError as exc:  # the files are there (checked above): a failed read, retry it
         raise ModelLoadError(f"model: cannot load {root}: {exc}") from exc
     parts = Components(
         model_id=str(root),
         family=family,
-        unet=unet.to(torch_device).eval(),
+        unet=loaded.pop("unet", None),
         vae=vae.to(torch_device).eval(),
         scheduler=_load_scheduler(root),
         device=torch_device,
         dtype=torch_dtype,
-        pipeline_config=read_config(root),
-        **text,
+        pipeline_config=index,
+        **loaded,
     )
-    if torch_device.type == "cuda":
+    if torch_device.type == "cuda" and parts.unet is not None:
         # NHWC convolutions are faster on tensor cores; SDPA attention is diffusers' default.
         parts.unet.to(memory_format=torch.channels_last)
     if compile_unet:
-        parts.unet = torch.compile(parts.unet)
+        compiled = torch.compile(parts.denoiser)
+        if parts.unet is not None:
+            parts.unet = compiled
+        else:
+            parts.transformer = compiled
     return parts
 
 

@@ -1,7 +1,7 @@
 """Tiny models with random weights, built locally: diffusion, expander, captioner, CLIP.
 
-The diffusion models, one Stable Diffusion shaped and one SDXL shaped, have every part a real
-one has (CLIP tokenizers and text encoders, UNet, VAE, scheduler) and are saved as ordinary
+The diffusion models, Stable Diffusion, SDXL and SD3 shaped, have every part a real one has
+(tokenizers and text encoders, UNet or transformer, VAE, scheduler) and are saved as ordinary
 diffusers folders in safetensors, so they load through the same path as real models. The others
 have the shapes of a GPT-2 prompt expander, a ViT/GPT-2 captioner and CLIP. They draw and
 write noise: they exist to exercise the machinery, not to make art.
@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -35,6 +39,8 @@ from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
     GPT2Tokenizer,
+    T5Config,
+    T5EncoderModel,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
     ViTConfig,
@@ -181,6 +187,103 @@ def make_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     )
 
 
+def make_t5_tokenizer() -> Any:
+    """A T5 tokenizer (sentencepiece-style unigram) over single characters, built here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?'-()"
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    pieces += [(c, -2.0) for c in chars if c != " "]
+    unigram = Tokenizer(models.Unigram(pieces, unk_id=2))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.decoder = decoders.Metaspace()
+    unigram.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    # The class SD3 folders name (transformers 5 keeps it as an alias, made at import).
+    return transformers.T5TokenizerFast(  # type: ignore[attr-defined]
+        tokenizer_object=unigram,
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=512,
+    )
+
+
+def make_tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
+    """A tiny SD3-shaped model in memory, every part seeded: two CLIP encoders with projections,
+    a T5 encoder, an MMDiT transformer, a 16-channel VAE with SD3's shift, flow matching."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp))
+    t5_tokenizer = make_t5_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32))
+    torch.manual_seed(seed + 2)
+    text_encoder_3 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer),
+            d_model=64,
+            d_kv=16,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=t5_tokenizer.pad_token_id,
+            eos_token_id=t5_tokenizer.eos_token_id,
+        )
+    )
+    torch.manual_seed(seed + 3)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=1,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,  # T5's width; the CLIP states (32 + 32) fill it
+        caption_projection_dim=32,
+        pooled_projection_dim=64,  # both CLIP projections
+        pos_embed_max_size=16,
+    )
+    torch.manual_seed(seed + 4)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=16,
+        norm_num_groups=4,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+    )
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=t5_tokenizer,
+    )
+
+
+def make_tiny_sd3(directory: str | Path, seed: int = 0) -> Path:
+    """Write the tiny SD3-shaped model to ``directory`` as a diffusers folder (safetensors)."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    make_tiny_sd3_pipeline(seed).save_pretrained(target, safe_serialization=True)
+    return target
+
+
 def make_tiny(directory: str | Path, seed: int = 0) -> Path:
     """Write the tiny model to ``directory`` as a diffusers folder (safetensors) and return it."""
     target = Path(directory)
@@ -204,7 +307,7 @@ def make_tiny_lora(
     seed: int = 0,
     text_encoders: bool = False,
 ) -> Path:
-    """A LoRA with random weights for the model folder ``base`` (its UNet's attention, and with
+    """A LoRA with random weights for the model folder ``base`` (its denoiser's attention, and with
     ``text_encoders`` its text encoders' too), saved by diffusers as ``directory/name.safetensors``.
     Both halves of each low-rank pair are random (not the usual zero start), so it changes what
     the model draws."""
@@ -217,12 +320,13 @@ def make_tiny_lora(
     layers: dict[str, Any] = {}
     targets = {
         "unet": ["to_q", "to_k", "to_v", "to_out.0"],
+        "transformer": ["to_q", "to_k", "to_v", "to_out.0"],
         "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"],
         "text_encoder_2": ["q_proj", "k_proj", "v_proj", "out_proj"],
     }
     for part, modules in targets.items():
         model = getattr(pipe, part, None)
-        if model is None or (part != "unet" and not text_encoders):
+        if model is None or (part.startswith("text_encoder") and not text_encoders):
             continue
         config = LoraConfig(r=4, lora_alpha=4, target_modules=modules, init_lora_weights=False)
         model.add_adapter(config)
@@ -339,6 +443,7 @@ def make_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
 TINY_KINDS = {
     "diffusion": make_tiny,
     "sdxl": make_tiny_sdxl,
+    "sd3": make_tiny_sd3,
     "expander": make_tiny_expander,
     "captioner": make_tiny_captioner,
     "clip": make_tiny_clip,

@@ -120,8 +120,11 @@ def _declared_size(folder: Path) -> tuple[int, int] | None:
 
 
 def _native_size(folder: Path) -> tuple[int, int] | None:
-    """The UNet's sample size times the VAE's downsampling, as diffusers' pipelines default."""
-    unet = read_json(folder / "unet" / "config.json")
+    """The denoiser's sample size times the VAE's downsampling, as diffusers' pipelines default
+    (SD3's transformer counts its sample in latent pixels, as a UNet does)."""
+    unet = read_json(folder / "unet" / "config.json") or read_json(
+        folder / "transformer" / "config.json"
+    )
     vae = read_json(folder / "vae" / "config.json")
     if unet is None or vae is None:
         return None

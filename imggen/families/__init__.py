@@ -16,10 +16,11 @@ from typing import Any
 from imggen.errors import ModelNotFound, UnsupportedModel
 from imggen.families.base import Family
 from imggen.families.sd import StableDiffusion
+from imggen.families.sd3 import StableDiffusion3
 from imggen.families.sdxl import StableDiffusionXL
 
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (StableDiffusion(), StableDiffusionXL())
+    f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3())
 }
 
 
@@ -50,7 +51,7 @@ def family_of(root: Path) -> Family:
     name = index.get("_class_name")
     for family in FAMILIES.values():
         if name in family.pipelines:
-            family.check({part: read_config(root, part) for part in family.parts}, index)
+            family.check({part: read_config(root, part) for part in family.parts(index)}, index)
             return family
     runs = ", ".join(sorted(p for f in FAMILIES.values() for p in f.pipelines))
     raise UnsupportedModel(f"model: {name!r} is not a pipeline imggen runs (it runs {runs})")

@@ -11,7 +11,7 @@ from diffusers import StableDiffusionPipeline
 
 from imggen.embeddings import PromptEmbeddings
 from imggen.errors import UnsupportedModel
-from imggen.families.base import Config, Family, tokenize
+from imggen.families.base import Config, Family, TextEncoder, tokenize
 
 if TYPE_CHECKING:
     from imggen.components import Components
@@ -22,8 +22,8 @@ class StableDiffusion(Family):
     pipelines: ClassVar[frozenset[str]] = frozenset(
         {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"}
     )
-    text_encoders: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("tokenizer", "text_encoder", "CLIPTextModel"),
+    text_encoders: ClassVar[tuple[TextEncoder, ...]] = (
+        TextEncoder("tokenizer", "text_encoder", "CLIPTextModel"),
     )
 
     def check(self, configs: Mapping[str, Config], index: Config) -> None:

@@ -12,7 +12,7 @@ from diffusers import StableDiffusionXLPipeline
 
 from imggen.embeddings import PromptEmbeddings
 from imggen.errors import UnsupportedModel
-from imggen.families.base import Config, Family, tokenize
+from imggen.families.base import Config, Family, TextEncoder, tokenize
 
 if TYPE_CHECKING:
     from imggen.components import Components
@@ -26,9 +26,9 @@ class StableDiffusionXL(Family):
     pipelines: ClassVar[frozenset[str]] = frozenset(
         {"StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"}
     )
-    text_encoders: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("tokenizer", "text_encoder", "CLIPTextModel"),
-        ("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection"),
+    text_encoders: ClassVar[tuple[TextEncoder, ...]] = (
+        TextEncoder("tokenizer", "text_encoder", "CLIPTextModel"),
+        TextEncoder("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection"),
     )
     upcast_vae: ClassVar[bool] = True
 

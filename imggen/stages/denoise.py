@@ -144,8 +144,12 @@ def denoise_batch(
     # 1. Check inputs and set up a scheduler for this run.
     seeds = [item.seed for item in items]
     check_inputs(parts, seeds, steps, height, width, strength)
+    if sampler is not None and sampler not in parts.family.samplers:
+        runs = ", ".join(parts.family.samplers) or "only its own scheduler"
+        raise InvalidInput(f"scheduler: {sampler!r} is not a sampler this model runs ({runs})")
     scheduler = parts.fresh_scheduler(sampler)
-    scheduler.set_timesteps(steps, device=parts.device)
+    factor = parts.vae_scale_factor
+    parts.family.set_timesteps(parts, scheduler, steps, (height // factor) * (width // factor))
     timesteps = scheduler.timesteps
     batch = len(items)
 
@@ -153,14 +157,18 @@ def denoise_batch(
     noise = initial_noise(parts, seeds, height, width)
     skip = 0
     if items[0].image_latents is None:
-        latents = noise * scheduler.init_noise_sigma
+        latents = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching: none
     else:
         # As diffusers' img2img: skip the first (1 - strength) of the schedule, noise the
         # image to the first remaining timestep.
         skip = steps - min(max(int(steps * strength), 1), steps)
         timesteps = timesteps[skip * scheduler.order :]
         start = torch.cat([_image_latents(parts, item) for item in items])
-        latents = scheduler.add_noise(start, noise, timesteps[:1].repeat(batch))
+        first = timesteps[:1].repeat(batch)
+        if hasattr(scheduler, "scale_noise"):  # flow matching: noise and image mixed by sigma
+            latents = scheduler.scale_noise(start, first, noise)
+        else:
+            latents = scheduler.add_noise(start, noise, first)
     if resume is not None:
         if not 0 < resume_step < len(timesteps):
             raise InvalidInput(
@@ -208,10 +216,9 @@ def denoise_batch(
             if "generator" in noise_kwargs:
                 noise_kwargs["generator"] = [noise_kwargs["generator"][row] for row in keep]
         model_input = torch.cat([latents] * 2) if use_guidance else latents
-        model_input = scheduler.scale_model_input(model_input, t)
-        predicted = parts.unet(
-            model_input, t, encoder_hidden_states=context, added_cond_kwargs=added or None
-        ).sample
+        if hasattr(scheduler, "scale_model_input"):
+            model_input = scheduler.scale_model_input(model_input, t)
+        predicted = parts.family.predict(parts, model_input, t, context, added)
         if use_guidance:
             uncond, cond = predicted.chunk(2)
             predicted = uncond + guidance * (cond - uncond)

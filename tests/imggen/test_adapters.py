@@ -14,7 +14,7 @@ import imggen
 from imggen import InvalidInput, load_components
 from imggen.adapters import Adapter, use_adapters
 from imggen.errors import ModelNotFound
-from imggen.tiny import make_tiny_lora, make_tiny_sdxl
+from imggen.tiny import make_tiny_lora, make_tiny_sd3, make_tiny_sdxl
 
 RUN = {"steps": 4, "height": 64, "width": 64, "guidance": 4.0}
 
@@ -22,7 +22,11 @@ RUN = {"steps": 4, "height": 64, "width": 64, "guidance": 4.0}
 @pytest.fixture(scope="module")
 def folders(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
-    return {"sd": tiny_model_dir, "sdxl": make_tiny_sdxl(root / "sdxl")}
+    return {
+        "sd": tiny_model_dir,
+        "sdxl": make_tiny_sdxl(root / "sdxl"),
+        "sd3": make_tiny_sd3(root / "sd3"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,8 @@ def _diffusers(folder: Path, adapters: list[Adapter], seed: int = 3) -> torch.Te
             str(adapter.path.parent), weight_name=adapter.path.name, adapter_name=adapter.name
         )
     pipe.set_adapters([a.name for a in adapters], [a.weight for a in adapters])
-    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(seed))
+    channels = pipe.vae.config.latent_channels
+    noise = torch.randn((1, channels, 8, 8), generator=torch.Generator("cpu").manual_seed(seed))
     return pipe(
         "a red fox",
         num_inference_steps=RUN["steps"],
@@ -60,7 +65,7 @@ def _diffusers(folder: Path, adapters: list[Adapter], seed: int = 3) -> torch.Te
     ).images
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3"])
 def test_adapters_draw_what_diffusers_draws_and_switch_off_to_the_plain_model(
     folders: dict[str, Path], loras: dict[str, Path], family: str
 ) -> None:

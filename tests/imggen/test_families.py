@@ -10,23 +10,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 import imggen
 from imggen import InvalidInput, load_components
 from imggen.errors import UnsupportedModel
 from imggen.samplers import SAMPLERS
 from imggen.stages.denoise import DenoiseItem, denoise_batch
-from imggen.tiny import make_tiny_sdxl
+from imggen.tiny import make_tiny_sd3, make_tiny_sdxl
 
-PIPELINES = {"sd": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
+PIPELINES = {
+    "sd": StableDiffusionPipeline,
+    "sdxl": StableDiffusionXLPipeline,
+    "sd3": StableDiffusion3Pipeline,
+}
+FAMILIES = list(PIPELINES)
 STEPS, SIDE, GUIDANCE = 6, 64, 4.0
 PROMPT = "a red fox in the snow"
 
 
 @pytest.fixture(scope="module")
 def folders(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return {"sd": tiny_model_dir, "sdxl": make_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "m")}
+    return {
+        "sd": tiny_model_dir,
+        "sdxl": make_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "m"),
+        "sd3": make_tiny_sd3(tmp_path_factory.mktemp("sd3") / "m"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +50,8 @@ def _theirs(folder: Path, family: str, prompt: str, negative: str, seed: int, sa
     if sampler is not None:
         cls, overrides = SAMPLERS[sampler]
         pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
-    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(seed))
+    channels = pipe.vae.config.latent_channels
+    noise = torch.randn((1, channels, 8, 8), generator=torch.Generator("cpu").manual_seed(seed))
     common = dict(
         prompt=prompt,
         # Diffusers' SDXL zeros the unconditional half only when no negative prompt is given.
@@ -57,8 +67,17 @@ def _theirs(folder: Path, family: str, prompt: str, negative: str, seed: int, sa
     return latents, image
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
-@pytest.mark.parametrize(("negative", "sampler"), [("", None), ("blurry, dark", "dpmpp_2m")])
+@pytest.mark.parametrize(
+    ("family", "negative", "sampler"),
+    [
+        ("sd", "", None),
+        ("sd", "blurry, dark", "dpmpp_2m"),
+        ("sdxl", "", None),
+        ("sdxl", "blurry, dark", "dpmpp_2m"),
+        ("sd3", "", None),  # flow matching: its own sampler only
+        ("sd3", "blurry, dark", None),
+    ],
+)
 def test_the_staged_path_draws_what_diffusers_draws(
     folders: dict[str, Path],
     loaded: dict[str, imggen.Components],
@@ -86,7 +105,7 @@ def test_the_staged_path_draws_what_diffusers_draws(
     assert np.abs(pixels - np.asarray(image, dtype=int)).max() <= 1
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_an_image_is_the_same_batched_or_alone(
     loaded: dict[str, imggen.Components], family: str
 ) -> None:
@@ -102,9 +121,12 @@ def test_an_image_is_the_same_batched_or_alone(
     assert not torch.allclose(together[0], together[1], atol=1e-2)
 
 
-def test_sdxl_image_to_image_starts_from_the_image(loaded: dict[str, imggen.Components]) -> None:
-    parts = loaded["sdxl"]
-    start = imggen.decode(parts, torch.zeros(1, 4, 8, 8))[0]
+@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+def test_image_to_image_starts_from_the_image(
+    loaded: dict[str, imggen.Components], family: str
+) -> None:
+    parts = loaded[family]
+    start = imggen.decode(parts, torch.zeros(1, parts.latent_channels, 8, 8))[0]
     embeddings = imggen.encode_prompt(parts, "a red fox")
     latents = imggen.encode_image(parts, start, SIDE, SIDE)
     run = dict(seeds=[1], steps=STEPS, height=SIDE, width=SIDE, guidance=GUIDANCE)
@@ -139,6 +161,9 @@ def _copy(folder: Path, target: Path, **edits: dict[str, object]) -> Path:
         ("sd", {"text_encoder": {"architectures": ["T5EncoderModel"]}}, "T5EncoderModel"),
         ("sdxl", {"model_index": {"requires_aesthetics_score": True}}, "refiner"),
         ("sdxl", {"unet": {"projection_class_embeddings_input_dim": 81}}, "takes 81"),
+        ("sd3", {"transformer": {"pooled_projection_dim": 65}}, "65 pooled"),
+        ("sd3", {"text_encoder_3": {"d_model": 48}}, "T5 gives 48"),
+        ("sd3", {"transformer": {"_class_name": "FluxTransformer2DModel"}}, "Flux"),
     ],
 )
 def test_a_folder_imggen_cannot_run_is_refused_before_its_weights_load(
@@ -156,7 +181,18 @@ def test_a_folder_imggen_cannot_run_is_refused_before_its_weights_load(
     assert isinstance(refused.value, InvalidInput)  # no retry mends it
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_a_sampler_the_family_does_not_step_is_invalid(
+    loaded: dict[str, imggen.Components],
+) -> None:
+    parts = loaded["sd3"]
+    embeddings = imggen.encode_prompt(parts, PROMPT)
+    with pytest.raises(InvalidInput, match="scheduler: 'ddim' is not a sampler this model runs"):
+        imggen.denoise(
+            parts, embeddings, seeds=[1], steps=2, height=SIDE, width=SIDE, sampler="ddim"
+        )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("negative", ["", "blurry"])
 def test_embeddings_go_through_safetensors_and_back(
     loaded: dict[str, imggen.Components], family: str, negative: str, tmp_path: Path
