@@ -29,11 +29,11 @@ import imggen
 from bench.common import Table, print_table
 from imggen.adapters import Adapter, use_adapters
 from imggen.samplers import SAMPLERS
-from imggen.tiny import make_tiny, make_tiny_lora, make_tiny_sdxl
+from imggen.tiny import make_tiny, make_tiny_lora, make_tiny_sd3, make_tiny_sdxl
 from testbed.deployments import embedded, with_worker
 
 PROMPT = "a lighthouse on a cliff at dusk"
-FAMILIES = {"sd": make_tiny, "sdxl": make_tiny_sdxl}
+FAMILIES = {"sd": make_tiny, "sdxl": make_tiny_sdxl, "sd3": make_tiny_sd3}
 
 
 def _through_store(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -44,6 +44,7 @@ def same_image(folders: dict[str, Path], loras: dict[str, Path], steps: int, siz
     rows = []
     cases: list[tuple[str | None, str, bool]] = [
         (None, "", False),
+        (None, "blurry, dark", False),
         ("dpmpp_2m", "blurry, dark", False),
         ("euler_a", "", False),
         (None, "", True),
@@ -57,6 +58,8 @@ def same_image(folders: dict[str, Path], loras: dict[str, Path], steps: int, siz
             str(loras[family].parent), weight_name=loras[family].name, adapter_name="ink"
         )
         for sampler, negative, with_lora in cases:
+            if sampler is not None and sampler not in parts.family.samplers:
+                continue
             adapters = [Adapter("ink", loras[family], 0.8)] if with_lora else []
             use_adapters(parts, adapters)
             if with_lora:

@@ -161,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=PRETRAINED)
     parser.add_argument("--steps", default="10,25,50", help="step counts for table 1")
+    parser.add_argument("--queue-steps", type=int, default=25, help="steps of tables 2 and 3")
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--scenes", type=int, default=0, help="first N scenes only (0: all)")
     parser.add_argument("--only", choices=("steps", "cache", "paraphrases"), action="append")
@@ -187,7 +188,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if "cache" in only:
-            print("\n### 2. Every scene through the queue, 25 steps, semantic cache off / on\n")
+            print(
+                f"\n### 2. Every scene through the queue, {args.queue_steps} steps, "
+                "semantic cache off / on\n"
+            )
             print(header.format("semantic cache", " semantic hits | UNet steps saved |"))
             print("|---|---:|---:|---:|---:|---:|---:|")
             prompts = [caption(scene) for scene in scenes]
@@ -197,15 +201,18 @@ def main() -> None:
                     args.model,
                     prompts,
                     scenes,
-                    steps=25,
+                    steps=args.queue_steps,
                     guidance=args.guidance,
                     semantic_cache=flag,
                 )
-                print(_row(label, values, *_cache_columns(infos, 25)))
+                print(_row(label, values, *_cache_columns(infos, args.queue_steps)))
         if "paraphrases" in only:
             rng = random.Random(0)
             prompts = [paraphrase(scene, rng) for scene in scenes]
-            print(f'\n### 3. Paraphrases (e.g. "{prompts[0]}"), 25 steps, vocabulary mapping\n')
+            print(
+                f'\n### 3. Paraphrases (e.g. "{prompts[0]}"), {args.queue_steps} steps, '
+                "vocabulary mapping\n"
+            )
             print(header.format("mapping", " prompt mapped to the right caption |"))
             print("|---|---:|---:|---:|---:|---:|")
             runs = {
@@ -222,7 +229,7 @@ def main() -> None:
                     args.model,
                     prompts,
                     scenes,
-                    steps=25,
+                    steps=args.queue_steps,
                     guidance=args.guidance,
                     **extra,
                 )

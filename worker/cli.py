@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -101,7 +102,6 @@ def list_models(as_json: AsJson = False) -> None:
     from rich.table import Table
 
     from producer.catalog import served_models
-    from producer.spec import SCHEDULERS
 
     models = served_models(get_settings())
     if as_json:
@@ -116,11 +116,19 @@ def list_models(as_json: AsJson = False) -> None:
             model.family
             or (f"refused: {model.refused}" if model.refused else "not registered by a worker"),
             size,
-            "all" if set(model.samplers) == set(SCHEDULERS) else ", ".join(model.samplers) or "-",
+            _samplers(model.samplers) if model.family else "-",
             ", ".join(model.adapters) or "-",
             ", ".join(model.workers) or "-",
         )
     out.print(table)
+
+
+def _samplers(names: Sequence[str]) -> str:
+    from producer.spec import SCHEDULERS
+
+    if set(names) == set(SCHEDULERS):
+        return "all"
+    return ", ".join(names) or "its own only"
 
 
 @models_app.command("make-tiny")

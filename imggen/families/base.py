@@ -1,4 +1,4 @@
-"""What every family shares: the UNet and VAE checks, and the interface the stages call."""
+"""What every family shares: the denoiser and VAE checks, and the interface the stages call."""
 
 from __future__ import annotations
 

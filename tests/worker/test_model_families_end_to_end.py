@@ -1,9 +1,10 @@
 """Model families, LoRA and the model registry through the shared API stack (a real worker,
 Redis, PostgreSQL). The worker registers the folders it can run and the adapters it has; the API
-lists them and refuses, at submit, a job for a folder it cannot run or an adapter it lacks. An
-SDXL job runs every stage as an SD job does; a job with an adapter draws another image than the
-same job without; and a job that reaches a worker with a folder of a family imggen does not run
-(accepted before the folder changed) fails as invalid at once, never as a retry."""
+lists them and refuses, at submit, a job for a folder it cannot run, a sampler its family does
+not step or an adapter it lacks. SDXL and SD3 jobs run every stage as an SD job does; a job
+with an adapter draws another image than the same job without; and a job that reaches a worker
+with a folder of a family imggen does not run (accepted before the folder changed) fails as
+invalid at once, never as a retry."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from imggen.tiny import make_tiny_lora, make_tiny_sdxl
+from imggen.tiny import make_tiny_lora, make_tiny_sd3, make_tiny_sdxl
 from producer.db import session_scope
 from producer.keys import create_key
 from producer.spec import validate_spec
@@ -69,12 +70,13 @@ def _flux_like(tiny_model_dir: Path, target: Path, workdir: Path) -> None:
     made.rename(target)
 
 
-def test_the_registry_lists_what_workers_run_and_an_sdxl_job_runs(
+def test_the_registry_lists_what_workers_run_and_sdxl_and_sd3_jobs_run(
     api_stack: tuple[Deployment, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     dep, base = api_stack
     models = dep.settings.resolved_models_dir
     make_tiny_sdxl(models / "tiny-sdxl")
+    make_tiny_sd3(models / "tiny-sd3")
     _flux_like(tiny_model_dir, models / "tiny-flux", tmp_path)
     auth = _key(dep, "families")
 
@@ -89,11 +91,19 @@ def test_the_registry_lists_what_workers_run_and_an_sdxl_job_runs(
     assert refused.status_code == 422, refused.text
     assert "cannot be run here" in refused.text and "FluxPipeline" in refused.text
 
-    sdxl = _finished(base, auth, _submit(base, auth, model="tiny-sdxl"))
-    assert sdxl["status"] == "succeeded", sdxl["error"]
-    assert len(sdxl["images"]) == 2
-    image = httpx.get(sdxl["images"][0]["url"], headers=auth)
-    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    sd3 = _registered(base, auth, "tiny-sd3")
+    assert (sd3["family"], sd3["samplers"]) == ("sd3", [])  # flow matching: its own only
+    refused = httpx.post(
+        f"{base}/v1/jobs", json=JOB | {"model": "tiny-sd3", "scheduler": "ddim"}, headers=auth
+    )
+    assert refused.status_code == 422 and "scheduler" in refused.text, refused.text
+
+    jobs = [_submit(base, auth, model=model) for model in ("tiny-sdxl", "tiny-sd3")]
+    for view in (_finished(base, auth, job) for job in jobs):
+        assert view["status"] == "succeeded", view["error"]
+        assert len(view["images"]) == 2
+        image = httpx.get(view["images"][0]["url"], headers=auth)
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
 
 
 def test_an_unsupported_folder_that_reaches_a_worker_fails_as_invalid_at_once(

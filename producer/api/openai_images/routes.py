@@ -245,7 +245,8 @@ def _model_object(model: ServedModel) -> dict[str, Any]:
         "pipeline": model.pipeline,
         "native_size": f"{size[0]}x{size[1]}" if size else None,
         "default": model.default,
-        "samplers": list(model.samplers or SCHEDULERS),
+        # Registered: what its family steps (none: only its own scheduler); else the list.
+        "samplers": list(model.samplers if model.family else SCHEDULERS),
         "adapters": list(model.adapters),
         "workers": list(model.workers),
         "refused": model.refused,
