@@ -131,7 +131,8 @@ def stage_times(models: Path, folders: dict[str, Path], jobs: int, steps: int, s
     with tempfile.TemporaryDirectory() as tmp:
         dep = embedded("families", Path(tmp), folders["sd"], models_dir=str(models))
         times: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for _ in with_worker(dep):
+        log = (Path(tmp) / "worker.log").open("wb")  # not over the tables
+        for _ in with_worker(dep, log=log):
             client = dep.client
             for family in folders:
                 if family != "sd":
@@ -150,6 +151,7 @@ def stage_times(models: Path, folders: dict[str, Path], jobs: int, steps: int, s
                         label = family + (" + LoRA" if lora else "")
                         for stage in view["stages"]:
                             times[(label, stage["stage"])].append(stage["duration_s"] * 1000)
+        log.close()
     labels = list(dict.fromkeys(label for label, _ in times))
     stages = ["expand", "encode", "denoise", "decode", "score"]
     rows = [

@@ -181,10 +181,11 @@ def denoise_batch(
     use_guidance = guidance > 1.0
     context = torch.cat([item.embeddings.cond for item in items])
     if use_guidance:
-        # Classifier-free guidance: unconditional and conditional halves in one UNet call.
+        # Classifier-free guidance: unconditional and conditional halves in one denoiser call.
         context = torch.cat([torch.cat([item.embeddings.uncond for item in items]), context])
     context = context.to(parts.device, parts.dtype)
-    # What else the family conditions the UNet on (SDXL: pooled text, size), row for row.
+    # What else the family conditions the denoiser on (SDXL: pooled text and size; SD3: pooled
+    # projections), row for row.
     added = parts.family.added_conditioning(
         parts, [item.embeddings for item in items], height, width, use_guidance
     )
