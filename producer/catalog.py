@@ -15,6 +15,7 @@ from typing import Any
 from producer.db import in_transaction
 from producer.registry import Registered, registered
 from producer.settings import Settings
+from producer.spec import JobSpec
 
 # What an imggen-made model folder declares of itself (imggen.shapes.WORLD_FILE writes it):
 # read here as JSON, since the producer never imports imggen.
@@ -143,3 +144,32 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def unserved(
+    settings: Settings, spec: JobSpec, model: str, served: dict[str, Registered]
+) -> dict[str, str]:
+    """Why ``spec`` (for ``model``) cannot be served, by field: empty when it can. Judged by
+    the registry ``served`` once a worker has written it, else by the folders and settings."""
+    if not served:
+        if spec.model is not None and find_model(settings, spec.model) is None:
+            return {"model": "not a model served here (GET /v1/models lists them)"}
+        return {}
+    entry = served.get(model)
+    if entry is None:
+        if spec.model is None:
+            return {}  # the deployment's own default: its workers are configured with it
+        if settings.unserved_models == "wait" and find_model(settings, model):
+            return {}
+        return {"model": "no worker serves this model (GET /v1/models lists those served)"}
+    if entry.refused is not None:
+        return {"model": f"cannot be run here: {entry.refused}"}
+    errors: dict[str, str] = {}
+    if spec.scheduler is not None and spec.scheduler not in entry.samplers:
+        runs = ", ".join(entry.samplers) or "only its own scheduler"
+        errors["scheduler"] = f"{spec.scheduler!r} is not a sampler this model runs ({runs})"
+    for i, lora in enumerate(spec.loras):
+        if lora.name not in entry.adapters:
+            have = ", ".join(entry.adapters[:20]) or "none"
+            errors[f"loras.{i}.name"] = f"no adapter {lora.name!r} here (adapters: {have})"
+    return errors

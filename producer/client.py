@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from producer.artifacts import ArtifactStore, job_key
-from producer.catalog import find_model, native_size
+from producer.catalog import native_size, unserved
 from producer.db import in_transaction
 from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
 from producer.events import Watch
@@ -27,7 +27,7 @@ from producer.models import TERMINAL, Job, JobStatus
 from producer.outbox import publish_now
 from producer.pipeline import STAGES
 from producer.queue import producer_app
-from producer.registry import Registered, RegistryView
+from producer.registry import RegistryView
 from producer.settings import Settings, get_settings
 from producer.spec import JobSpec, check_storable, validate_spec, with_native_size
 
@@ -165,10 +165,16 @@ class Client:
         return spec
 
     def _check_served(self, spec: JobSpec) -> None:
-        """What JobSpec cannot judge alone: the model is one this deployment serves, and a
-        best-of-N ranks by a metric something here measures (else it would keep every image
-        and call that a success)."""
-        self._check_registry(spec)
+        """What JobSpec cannot judge alone: the model, sampler and adapters are ones this
+        deployment's workers serve (``catalog.unserved``; a refusal is judged on a fresh read
+        of the registry, never a cached one), and a best-of-N ranks by a metric something here
+        measures (else it would keep every image and call that a success)."""
+        model = spec.model or self.settings.default_model
+        errors = unserved(self.settings, spec, model, self.registry.models())
+        if errors:
+            errors = unserved(self.settings, spec, model, self.registry.models(fresh=True))
+        if errors:
+            raise InvalidJobSpec(errors)
         if (
             spec.keep_best is not None
             and spec.rank_by == "clip_score"
@@ -180,41 +186,6 @@ class Client:
                     "(IMGGEN_CLIP_MODEL); rank by another metric"
                 }
             )
-
-    def _check_registry(self, spec: JobSpec) -> None:
-        """The model, sampler and adapters against what workers say they serve (the registry);
-        before any worker has said, the model against the models folder and settings. A
-        refusal is judged on a fresh read of the registry, never on a cached one."""
-        model = spec.model or self.settings.default_model
-        errors = self._unserved(spec, model, self.registry.models())
-        if errors:
-            errors = self._unserved(spec, model, self.registry.models(fresh=True))
-        if errors:
-            raise InvalidJobSpec(errors)
-
-    def _unserved(self, spec: JobSpec, model: str, served: dict[str, Registered]) -> dict[str, str]:
-        if not served:
-            if spec.model is not None and find_model(self.settings, spec.model) is None:
-                return {"model": "not a model served here (GET /v1/models lists them)"}
-            return {}
-        entry = served.get(model)
-        if entry is None:
-            if spec.model is None:
-                return {}  # the deployment's own default: its workers are configured with it
-            if self.settings.unserved_models == "wait" and find_model(self.settings, model):
-                return {}
-            return {"model": "no worker serves this model (GET /v1/models lists those served)"}
-        if entry.refused is not None:
-            return {"model": f"cannot be run here: {entry.refused}"}
-        errors: dict[str, str] = {}
-        if spec.scheduler is not None and spec.scheduler not in entry.samplers:
-            runs = ", ".join(entry.samplers) or "only its own scheduler"
-            errors["scheduler"] = f"{spec.scheduler!r} is not a sampler this model runs ({runs})"
-        for i, lora in enumerate(spec.loras):
-            if lora.name not in entry.adapters:
-                have = ", ".join(entry.adapters[:20]) or "none"
-                errors[f"loras.{i}.name"] = f"no adapter {lora.name!r} here (adapters: {have})"
-        return errors
 
     @cached_property
     def registry(self) -> RegistryView:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from producer.api.a1111.extra_networks import lora_tags
 
 # A1111's sampler names (and aliases) -> imggen's samplers; the scheduler "karras" picks the
 # Karras-sigma variant where imggen has one.
@@ -26,8 +27,6 @@ SAMPLERS: dict[str, tuple[str, list[str]]] = {
     "UniPC": ("unipc", ["unipc"]),
 }
 KARRAS = {"dpmpp_2m": "dpmpp_2m_karras"}
-# A1111's extra-networks syntax for a LoRA in the prompt: <lora:NAME> or <lora:NAME:WEIGHT>.
-LORA_TAG = re.compile(r"<lora:([^:<>]+)(?::([^:<>]*))?>")
 SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
 
 
@@ -237,7 +236,10 @@ def sampler(request: Txt2ImgRequest) -> str | None:
 def job_fields(request: Txt2ImgRequest) -> tuple[dict[str, Any], bytes | None]:
     """The imggen job fields (names as JobSpec's) and the input image, for a valid request."""
     _refuse_what_imggen_does_not_do(request)
-    prompt, loras = lora_tags(request.prompt)
+    try:
+        prompt, loras = lora_tags(request.prompt)
+    except ValueError as exc:
+        raise field_errors({"prompt": str(exc)}) from None
     fields: dict[str, Any] = {
         "prompt": prompt,
         "negative_prompt": request.negative_prompt,
@@ -263,19 +265,6 @@ def job_fields(request: Txt2ImgRequest) -> tuple[dict[str, Any], bytes | None]:
         if request.denoising_strength is not None:
             fields["strength"] = request.denoising_strength
     return fields, image
-
-
-def lora_tags(prompt: str) -> tuple[str, list[dict[str, Any]]]:
-    """The prompt without its ``<lora:…>`` tags, and the adapters they name (weight 1 unless
-    given), as A1111 reads them."""
-    loras = []
-    for name, weight in LORA_TAG.findall(prompt):
-        try:
-            value = float(weight) if weight.strip() else 1.0
-        except ValueError:
-            raise field_errors({"prompt": f"<lora:{name}:{weight}>: not a weight"}) from None
-        loras.append({"name": name.strip(), "weight": value})
-    return " ".join(LORA_TAG.sub(" ", prompt).split()), loras
 
 
 def _decode_image(data: str) -> bytes:
