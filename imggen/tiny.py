@@ -1,6 +1,6 @@
 """Tiny models with random weights, built locally: the diffusion models (``tiny_diffusion``)
-and LoRA adapters for them, a GPT-2-shaped prompt expander, a ViT/GPT-2 captioner and CLIP. They draw and write noise:
-they exist to exercise the machinery, not to make art.
+and LoRA adapters for them, a GPT-2-shaped prompt expander, a ViT/GPT-2 captioner and CLIP.
+They draw and write noise: they exist to exercise the machinery, not to make art.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,7 +32,6 @@ class Registered:
     samplers: tuple[str, ...]
     adapters: tuple[str, ...]
     hosts: tuple[str, ...]  # that serve it
-    updated_at: datetime
     refused: str | None = None  # why no host serves it (every host that has it refused it)
 
 
@@ -64,7 +62,6 @@ def registered(session: Session) -> dict[str, Registered]:
             samplers=tuple(dict.fromkeys(s for row in serving for s in row.samplers)),
             adapters=tuple(sorted({a for row in serving for a in row.adapters})),
             hosts=tuple(row.hostname for row in serving),
-            updated_at=max(row.updated_at for row in entries),
             refused=None if serving else first.refused,
         )
     return merged

@@ -2,9 +2,10 @@
 reads): the default model and each folder under the models folder of a family imggen runs,
 with its native size, samplers and the LoRA adapters of ``loras/``.
 
-Read from the folders' JSON files only, never their weights. A folder imggen cannot run is left
-out (and said once in the log), so jobs for it are refused at submit. Written at start and again
-whenever the models or adapters folder changes (their listing's modification times).
+Read from the folders' JSON files only, never their weights. A folder imggen cannot run is
+written with the reason (and said in the log), so a job for it is refused at submit with it.
+Written at start and again whenever the models or adapters folder changes (their listing's
+modification times).
 """
 
 from __future__ import annotations
