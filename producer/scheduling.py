@@ -11,6 +11,9 @@
    as many turns in the window as the others.
 5. **Age**: the run queued longest.
 
+A worker host takes no work for a model that other hosts serve and it does not (the model
+registry): that work waits for them. Work for a model no host serves is anyone's.
+
 SQL decides what is claimed; a broker message only wakes a worker for a stage (the job it names
 is a hint). The producer holds this order because the job's view shows its place in it; the
 workers claim by it.
@@ -23,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, literal, select
+from sqlalchemy import Select, case, exists, func, literal, select
 from sqlalchemy.orm import Session
 
-from producer.models import ACTIVE, Job, StageRun, StageStatus
+from producer.models import ACTIVE, Job, RegistryEntry, StageRun, StageStatus
 from producer.pipeline import STAGES
 
 FAIR_WINDOW_S = 60.0
@@ -56,6 +59,7 @@ def waiting_runs(
     queued_only: bool = False,
     lane: str | None = None,
     prefer_models: Sequence[str] = (),
+    host: str | None = None,
 ) -> Select[Any]:
     """The runs of ``stage`` that may be claimed now, best first: queued, or (unless
     ``queued_only``) running on a lease that ran out (a lost worker's), of active jobs with
@@ -101,7 +105,15 @@ def waiting_runs(
         query = query.where(Job.batch_key == batch_key)
     if lane is not None:
         query = query.where(Job.lane == lane)
+    if host is not None:
+        query = query.where(routable_to(host))
     return query
+
+
+def routable_to(host: str) -> Any:
+    """Work ``host`` may take: for a model it serves, or one no host serves."""
+    served = (RegistryEntry.model == Job.model) & RegistryEntry.refused.is_(None)
+    return exists().where(served, RegistryEntry.hostname == host) | ~exists().where(served)
 
 
 def _affinity(models: Sequence[str], now: datetime) -> Any:
@@ -123,6 +135,7 @@ def next_waiting(
     queued_only: bool = False,
     lane: str | None = None,
     prefer_models: Sequence[str] = (),
+    host: str | None = None,
 ) -> list[Waiting]:
     """Up to ``limit`` runs of ``stage`` in the order they are to be taken."""
     query = waiting_runs(
@@ -133,13 +146,15 @@ def next_waiting(
         queued_only=queued_only,
         lane=lane,
         prefer_models=prefer_models,
+        host=host,
     )
     return [Waiting(*row) for row in session.execute(query.limit(limit))]
 
 
-def interactive_waiting(session: Session, stages: Sequence[str]) -> bool:
-    """Whether interactive work waits at one of ``stages`` (bulk work gives way to it)."""
-    found = session.scalar(
+def interactive_waiting(session: Session, stages: Sequence[str], host: str | None = None) -> bool:
+    """Whether interactive work waits at one of ``stages`` (bulk work gives way to it) that
+    ``host`` may take."""
+    query = (
         select(StageRun.id)
         .join(Job, Job.id == StageRun.job_id)
         .where(
@@ -149,9 +164,10 @@ def interactive_waiting(session: Session, stages: Sequence[str]) -> bool:
             Job.status.in_(_ACTIVE),
             Job.held.is_(False),
         )
-        .limit(1)
     )
-    return found is not None
+    if host is not None:
+        query = query.where(routable_to(host))
+    return session.scalar(query.limit(1)) is not None
 
 
 def queue_position(session: Session, job_id: str, stage: str, now: datetime) -> int | None:

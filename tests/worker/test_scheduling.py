@@ -12,7 +12,7 @@ from sqlalchemy import update
 from producer.db import session_scope
 from producer.jobs import create_job
 from producer.keys import create_key
-from producer.models import Job, StageRun, utcnow
+from producer.models import Job, RegistryEntry, StageRun, utcnow
 from producer.scheduling import AFFINITY_S, interactive_waiting, next_waiting, place_in_queue
 from producer.spec import validate_spec
 from worker.queue.claims import Claimed, Refusal, Refused, claim_stage
@@ -102,6 +102,50 @@ def test_a_worker_takes_work_for_the_model_it_holds_first_unless_other_work_wait
             .values(enqueued_at=utcnow() - timedelta(seconds=AFFINITY_S + 1))
         )
     assert order() == [other_old, mine_too, other]
+
+
+def _serves(db: str, host: str, *models: str, refused: str | None = None) -> None:
+    with session_scope(db) as session:
+        for model in models:
+            session.add(
+                RegistryEntry(
+                    hostname=host,
+                    model=model,
+                    family="sd",
+                    pipeline="StableDiffusionPipeline",
+                    samplers=[],
+                    adapters=[],
+                    refused=refused,
+                    updated_at=utcnow(),
+                )
+            )
+
+
+def test_a_host_leaves_work_for_models_only_other_hosts_serve_to_them(db: str) -> None:
+    _serves(db, "a@gpu", "tiny")
+    _serves(db, "b@gpu", "tiny", "xl")
+    _serves(db, "a@gpu", "flux", refused="not a pipeline imggen runs")
+    xl, tiny, unknown, flux = (_job(db, model=m) for m in ("xl", "tiny", "nowhere", "flux"))
+
+    def order(host: str) -> list[str]:
+        with session_scope(db) as session:
+            return [w.job_id for w in next_waiting(session, "expand", utcnow(), host=host)]
+
+    # Work for a model no host serves (or only refuses) is anyone's.
+    assert order("b@gpu") == [xl, tiny, unknown, flux]
+    assert order("a@gpu") == [tiny, unknown, flux]
+    with session_scope(db) as session:
+        assert interactive_waiting(session, ["expand"], "a@gpu")
+    for job in (tiny, unknown, flux):
+        with session_scope(db) as session:
+            assert isinstance(claim_next(session, "expand", job, host="a@gpu", **LEASE), Claimed)
+    with session_scope(db) as session:
+        assert not interactive_waiting(session, ["expand"], "a@gpu")
+        refused = claim_next(session, "expand", xl, host="a@gpu", **LEASE)
+    assert isinstance(refused, Refused) and refused.reason is Refusal.ELSEWHERE  # for b
+    with session_scope(db) as session:
+        claim = claim_next(session, "expand", xl, host="b@gpu", **LEASE)
+    assert isinstance(claim, Claimed) and claim.job.id == xl
 
 
 def test_a_message_claims_the_best_run_and_its_own_job_waits(db: str) -> None:

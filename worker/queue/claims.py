@@ -36,12 +36,13 @@ class Refusal(enum.Enum):
     NOT_READY = "not_ready"  # an earlier stage has not finished: a stray message
     WAITING = "waiting"  # bulk work waiting for compatible jobs still at earlier stages
     HELD = "held"  # its batch is paused: resumed, its waiting stage gets a message of its own
+    ELSEWHERE = "elsewhere"  # its model is served by other hosts, not this one: theirs
 
 
 @dataclass(frozen=True)
 class Refused:
     reason: Refusal
-    retry_in: float = 0.0  # BUSY, WAITING: when to look again
+    retry_in: float = 0.0  # BUSY, WAITING, ELSEWHERE: when to look again
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def check(task: Task, runtime: Runtime) -> Callable[[], bool]:
     """What a bulk batch asks between steps: whether interactive work waits at a stage this
     worker serves (at most every ``YIELD_CHECK_S``)."""
     database, asked, served = runtime.settings.resolved_database_url, [0.0], _served(task)
+    host = task.request.hostname
 
     def check() -> bool:
         now = time.monotonic()
@@ -46,7 +47,9 @@ def check(task: Task, runtime: Runtime) -> Callable[[], bool]:
             return False
         asked[0] = now
         try:
-            return in_transaction(database, lambda session: interactive_waiting(session, served))
+            return in_transaction(
+                database, lambda session: interactive_waiting(session, served, host)
+            )
         except Exception:  # noqa: BLE001 - the database is away: go on, the monitor will tell
             return False
 
@@ -97,6 +100,7 @@ def claim_interactive(task: Task, runtime: Runtime) -> Claimed | None:
             found.job_id,
             lease_seconds=settings.stage_lease_seconds,
             max_attempts=settings.stage_max_attempts,
+            host=task.request.hostname,
         )
         return claimed if isinstance(claimed, Claimed) else None
 

@@ -58,11 +58,12 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
     """
     started = time.monotonic()
     runtime = get_runtime()
-    claim = _claim(runtime, job_id, stage)
+    claim = _claim(task, runtime, job_id, stage)
     if isinstance(claim, Refused):
-        if claim.reason in (Refusal.BUSY, Refusal.WAITING):
-            # A live lease elsewhere (look again when it would have expired), or bulk work letting
-            # compatible jobs catch up: without an attempt.
+        if claim.reason in (Refusal.BUSY, Refusal.WAITING, Refusal.ELSEWHERE):
+            # A live lease elsewhere (look again when it would have expired), bulk work letting
+            # compatible jobs catch up, or work for a model other hosts serve (its message goes
+            # back to the queue, for one of them): without an attempt.
             raise task.retry(countdown=claim.retry_in, max_retries=None)
         log.info("job %s %s: not run (%s)", job_id, stage, claim.reason.value)
         return claim.reason.value
@@ -100,13 +101,14 @@ def _run_claimed(
         return _commit_and_hand_off(task, runtime, batch, results, chain=chain)
 
 
-def _claim(runtime: Runtime, job_id: str, stage: str) -> Claimed | Refused:
+def _claim(task: Task, runtime: Runtime, job_id: str, stage: str) -> Claimed | Refused:
     """The run of ``stage`` the scheduler puts first (``job_id``: the job the message named)."""
     settings = runtime.settings
     batching = None
     if STAGES[stage].batched and settings.batch_max_images > 1:
         batching = Batching(settings.batch_max_images, settings.batch_wait_seconds)
     resident = runtime.resident_models()
+    host = task.request.hostname  # as its registry rows name this worker
     claim = in_transaction(
         settings.resolved_database_url,
         lambda session: claim_next(
@@ -117,6 +119,7 @@ def _claim(runtime: Runtime, job_id: str, stage: str) -> Claimed | Refused:
             max_attempts=settings.stage_max_attempts,
             batching=batching,
             resident=resident,
+            host=host,
         ),
     )
     notify(settings.resolved_redis_url, claim.job.id if isinstance(claim, Claimed) else job_id)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from producer.models import Job, OutboxMessage, StageRun, utcnow
 from producer.pipeline import STAGES
-from producer.scheduling import Waiting, next_waiting
+from producer.scheduling import Waiting, next_waiting, routable_to
 from worker.queue.claims import Claimed, ClaimedJob, Refusal, Refused, claim_stage
 from worker.queue.leases import ACTIVE_VALUES, QUEUED, RUNNING
 
@@ -30,6 +30,8 @@ class Batching:
 
 # How often a run waiting for company looks again.
 WAITING_POLL_S = 0.2
+# How soon a message for work that other hosts serve goes back to the queue, for them.
+ELSEWHERE_S = 0.5
 
 
 def claim_next(
@@ -41,13 +43,17 @@ def claim_next(
     max_attempts: int,
     batching: Batching | None = None,
     resident: Sequence[str] = (),
+    host: str | None = None,
 ) -> Claimed | Refused:
     """Claim the run of ``stage`` that the scheduler puts first (``resident``: the models this
-    worker holds). ``hint_job_id`` is the job the message named: when no other run can be
-    taken, the refusal is about it (done, busy, …)."""
+    worker holds; ``host``: its name in the model registry, whose work for models only other
+    hosts serve it leaves to them). ``hint_job_id`` is the job the message named: when no other
+    run can be taken, the refusal is about it (done, busy, elsewhere, …)."""
     now = utcnow()
     waiting_for_company = False
-    found = next_waiting(session, stage, now, max_attempts=max_attempts, prefer_models=resident)
+    found = next_waiting(
+        session, stage, now, max_attempts=max_attempts, prefer_models=resident, host=host
+    )
     for waiting in found:
         if batching is not None and _waits_for_company(session, waiting, stage, now, batching):
             waiting_for_company = True
@@ -59,9 +65,19 @@ def claim_next(
             return claim
     if waiting_for_company:
         return Refused(Refusal.WAITING, retry_in=WAITING_POLL_S)
+    if host is not None and _elsewhere(session, hint_job_id, host):
+        return Refused(Refusal.ELSEWHERE, retry_in=ELSEWHERE_S)
     return claim_stage(
         session, hint_job_id, stage, lease_seconds=lease_seconds, max_attempts=max_attempts
     )
+
+
+def _elsewhere(session: Session, job_id: str, host: str) -> bool:
+    """Whether ``job_id`` goes on and only other hosts serve its model."""
+    found = session.scalar(
+        select(Job.id).where(Job.id == job_id, Job.status.in_(ACTIVE_VALUES), ~routable_to(host))
+    )
+    return found is not None
 
 
 def _waits_for_company(
