@@ -40,6 +40,7 @@ _SCHEDULERS = {
     "LMSDiscreteScheduler",
     "UniPCMultistepScheduler",
     "FlowMatchEulerDiscreteScheduler",
+    "LCMScheduler",
 }
 
 

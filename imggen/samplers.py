@@ -17,6 +17,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
     UniPCMultistepScheduler,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -35,6 +36,9 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
     "unipc": (UniPCMultistepScheduler, {}),
+    # For latent-consistency models (an LCM-distilled UNet or an LCM LoRA): 2-8 steps, guidance
+    # about 1-2. Any UNet model runs it; others draw poorly with it.
+    "lcm": (LCMScheduler, {}),
 }
 
 
@@ -65,6 +69,7 @@ _ROW_INDEPENDENT = (
     DDPMScheduler,
     EulerDiscreteScheduler,
     EulerAncestralDiscreteScheduler,
+    LCMScheduler,
 )
 
 

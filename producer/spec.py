@@ -37,7 +37,7 @@ MAX_LORA_WEIGHT = 4.0
 # lists the same names).
 Lane = Literal["interactive", "bulk"]
 LANES: tuple[str, ...] = get_args(Lane)
-Scheduler = Literal["ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc"]
+Scheduler = Literal["ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm"]
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
 # Measured against the input image: image-to-image only.

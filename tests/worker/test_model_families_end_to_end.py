@@ -8,6 +8,7 @@ invalid at once, never as a retry."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import time
@@ -15,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
 
 from imggen.tiny import make_tiny_lora, make_tiny_sd3, make_tiny_sdxl
 from producer.db import session_scope
@@ -62,6 +67,25 @@ def _registered(base: str, auth: dict[str, str], model: str, adapter: str | None
         time.sleep(0.2)
 
 
+def _diffusers_image(folder: Path, seed: int) -> np.ndarray:
+    """What diffusers' own pipeline draws for ``JOB``'s fields on ``folder``, with the noise
+    imggen draws for ``seed``."""
+    pipe = DiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    side = JOB["width"] // 8
+    shape = (1, pipe.vae.config.latent_channels, side, side)
+    noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+    image = pipe(
+        JOB["prompt"],
+        num_inference_steps=JOB["steps"],
+        guidance_scale=7.5,  # the job's default
+        height=JOB["height"],
+        width=JOB["width"],
+        latents=noise,
+    ).images[0]
+    return np.asarray(image, dtype=np.int32)
+
+
 def _flux_like(tiny_model_dir: Path, target: Path, workdir: Path) -> None:
     """A copy of the tiny model that says it is a Flux pipeline, moved into place whole."""
     made = shutil.copytree(tiny_model_dir, workdir / target.name)
@@ -98,12 +122,17 @@ def test_the_registry_lists_what_workers_run_and_sdxl_and_sd3_jobs_run(
     )
     assert refused.status_code == 422 and "scheduler" in refused.text, refused.text
 
-    jobs = [_submit(base, auth, model=model) for model in ("tiny-sdxl", "tiny-sd3")]
-    for view in (_finished(base, auth, job) for job in jobs):
+    jobs = {model: _submit(base, auth, model=model) for model in ("tiny-sdxl", "tiny-sd3")}
+    for model, job in jobs.items():
+        view = _finished(base, auth, job)
         assert view["status"] == "succeeded", view["error"]
         assert len(view["images"]) == 2
-        image = httpx.get(view["images"][0]["url"], headers=auth)
-        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        png = httpx.get(view["images"][1]["url"], headers=auth)
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        # Each stage a task of its own, through the store: what diffusers' pipeline draws.
+        ours = np.asarray(Image.open(io.BytesIO(png.content)), dtype=np.int32)
+        theirs = _diffusers_image(models / model, seed=JOB["seed"] + 1)
+        assert np.abs(ours - theirs).max() <= 1, model
 
 
 def test_an_unsupported_folder_that_reaches_a_worker_fails_as_invalid_at_once(

@@ -25,6 +25,7 @@ SAMPLERS: dict[str, tuple[str, list[str]]] = {
     "DPM++ 2M": ("dpmpp_2m", ["k_dpmpp_2m"]),
     "DPM++ 2M Karras": ("dpmpp_2m_karras", ["k_dpmpp_2m_ka"]),
     "UniPC": ("unipc", ["unipc"]),
+    "LCM": ("lcm", ["k_lcm"]),
 }
 KARRAS = {"dpmpp_2m": "dpmpp_2m_karras"}
 SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
