@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from producer.catalog import native_size, read_json
 from producer.db import in_transaction
 from producer.models import RegistryEntry, utcnow
+from worker.first_imports import first_use
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class Registry:
         fingerprint = self._fingerprint()
         if fingerprint == self._seen:
             return False
-        rows = scan(self.settings)
+        with first_use("registry"):  # its imports apart from a first stage's
+            rows = scan(self.settings)
         names = [row["model"] for row in rows]
 
         def write(session: Any) -> None:

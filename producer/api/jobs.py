@@ -26,8 +26,26 @@ from producer.spec import JobSpec
 from producer.views import public_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _inlined(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with each ``{"$ref": "#/$defs/X"}`` replaced by X's schema: the request body is
+    spelled out in the operation, where pydantic's ``$defs`` do not reach."""
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inlined(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inlined(item, defs) for item in node]
+    return node
+
+
+_SPEC_SCHEMA = JobSpec.model_json_schema()
 _REQUEST_FIELDS = {
-    k: v for k, v in JobSpec.model_json_schema()["properties"].items() if k != "has_input_image"
+    k: _inlined(v, _SPEC_SCHEMA.get("$defs", {}))
+    for k, v in _SPEC_SCHEMA["properties"].items()
+    if k != "has_input_image"
 }
 # Left out, the size is the model's own (GET /v1/models), not JobSpec's fallback of 512.
 for _side in ("width", "height"):

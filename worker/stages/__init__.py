@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from imggen.errors import StageAborted
+from worker.first_imports import first_use
 
 if TYPE_CHECKING:
     from worker.stages.context import StageContext, StageResult, StageYielded
@@ -44,11 +45,12 @@ STAGES: dict[str, StageDefinition] = {
 def perform(stage: str, contexts: list[StageContext]) -> Results:
     """Run ``stage`` for ``contexts`` (one job, or a batch when the stage batches)."""
     definition = STAGES[stage]
-    function = definition.load()
-    try:
-        if definition.batched:
-            return cast(Results, function(contexts))
-        (context,) = contexts
-        return {context.job_id: cast("StageResult", function(context))}
-    except StageAborted as aborted:  # every job of the run was canceled (or lost its lease)
-        return {context.job_id: aborted for context in contexts}
+    with first_use("stage"):  # the first stage's imports apart from the registry's
+        function = definition.load()
+        try:
+            if definition.batched:
+                return cast(Results, function(contexts))
+            (context,) = contexts
+            return {context.job_id: cast("StageResult", function(context))}
+        except StageAborted as aborted:  # every job of the run was canceled (or lost its lease)
+            return {context.job_id: aborted for context in contexts}
