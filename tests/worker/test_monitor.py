@@ -64,3 +64,32 @@ def test_the_monitor_shows_progress_renews_the_lease_and_notices_a_cancel(
         _eventually(stopped, timeout=10 * PROGRESS_INTERVAL_S + 5)
     with pytest.raises(StageAborted):
         report(5, 10)  # and it stays stopped
+
+
+def test_a_bulk_batch_writes_its_progress_seldom(db: str, tmp_path: Path) -> None:
+    """Bulk steps are written every ``progress_every`` seconds, not at every tick (each write
+    slows the batch it reports on)."""
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        claim = claim_stage(session, job_id, "expand", **LEASE)
+    assert isinstance(claim, Claimed)
+    settings = WorkerSettings.model_validate(
+        {"home": str(tmp_path), "database_url": db, "stage_lease_seconds": 60.0}
+    )
+
+    def progress() -> int | None:
+        with session_scope(db) as session:
+            return get_job(session, job_id).progress_step
+
+    every = 8 * PROGRESS_INTERVAL_S
+    with StageMonitor(settings, "expand", {job_id: claim.token}, progress_every=every) as monitor:
+        started = time.monotonic()
+        monitor.on_step(job_id)(3, 10)
+        _eventually(lambda: progress() == 3, timeout=every + 5)
+        assert time.monotonic() - started >= every - PROGRESS_INTERVAL_S
+        written = time.monotonic()
+        monitor.on_step(job_id)(4, 10)
+        time.sleep(3 * PROGRESS_INTERVAL_S)  # ticks pass: the new step waits its turn
+        if time.monotonic() - written < every:
+            assert progress() == 3
+        _eventually(lambda: progress() == 4, timeout=every + 5)

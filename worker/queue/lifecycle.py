@@ -35,7 +35,7 @@ from worker import heartbeat
 from worker.queue import giving_way, handoff, measures
 from worker.queue.claims import Claimed, Refusal, Refused
 from worker.queue.commits import commit_stage, record_failure
-from worker.queue.monitor import StageMonitor
+from worker.queue.monitor import BULK_PROGRESS_INTERVAL_S, PROGRESS_INTERVAL_S, StageMonitor
 from worker.queue.retry import Fail, FailureKind, decide
 from worker.queue.selection import Batching, claim_companions, claim_next
 from worker.stages import STAGES, Results, perform
@@ -159,9 +159,14 @@ def _gather(runtime: Runtime, claim: Claimed) -> list[Claimed]:
 
 def _work(task: Task, runtime: Runtime, batch: list[Claimed]) -> Results:
     stage, after_oom = batch[0].stage, batch[0].after_oom
-    monitor = StageMonitor(runtime.settings, stage, {claim.job.id: claim.token for claim in batch})
-    # Bulk work gives way between denoising steps when interactive work waits.
     bulk = all(claim.job.lane == "bulk" for claim in batch)
+    monitor = StageMonitor(
+        runtime.settings,
+        stage,
+        {claim.job.id: claim.token for claim in batch},
+        progress_every=BULK_PROGRESS_INTERVAL_S if bulk else PROGRESS_INTERVAL_S,
+    )
+    # Bulk work gives way between denoising steps when interactive work waits.
     should_yield = giving_way.check(task, runtime) if bulk and STAGES[stage].batched else None
     contexts = [
         StageContext(
