@@ -62,9 +62,13 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     if _is_sql_broker(settings):
         sqlbroker.register()
         # Producers and workers write the same file: wait for its lock instead of failing.
+        # kombu's channel keeps its session's connection from a queue lookup to its next
+        # commit, and a process's channels share one engine: no cap on its connections (a
+        # capped pool left the 16th channel waiting, and a worker's consumer died of it).
         return {
             "polling_interval": settings.broker_polling_interval,
             "connect_args": {"timeout": 30},
+            "max_overflow": -1,
         }
     # Redis redelivers an unacked message after visibility_timeout, counted from the fetch, even
     # while it is still running: keep it above the longest stage.
