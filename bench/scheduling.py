@@ -11,6 +11,12 @@
 4. submissions: jobs a second into PostgreSQL + Redis, ``Client.submit`` in a loop and one
    10,000-row batch.
 
+Tables 1 and 3 run in paired rounds: this machine's speed moves 10-30% from one minute to the
+next, more than the differences to measure. In each round the loop runs before and after the
+queue's paths (both workers stay up, idle, between rounds), each path is compared with the mean
+of the loop's two runs around it, and the tables give the median of the rounds' ratios with
+their range.
+
 The model: the shapes model imggen ships (64x64, 25 steps, 2 images a job, guidance 4).
 """
 
@@ -164,36 +170,63 @@ def submission_rates(queue: Cluster, count: int, batch_rows: int) -> list[Throug
     return [loop, Throughput(label, batch_rows, time.perf_counter() - started)]
 
 
-def _row(result: Throughput, reference: float) -> list[str]:
-    batch = f"{result.batch_jobs:.1f}" if result.batch_jobs is not None else ""
-    stages = [f"{result.stage_ms[s]:.0f}" if s in result.stage_ms else "" for s in STAGES]
-    ratio = f"{result.jobs_per_s / reference:.2f}"
-    return [result.label, f"{result.jobs_per_s:.2f}", ratio, batch, *stages]
-
-
 def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
 
 
+@dataclass
+class Paired:
+    """One path's runs over the rounds, each with the reference loop's rate around it."""
+
+    runs: list[Throughput] = field(default_factory=list)
+    references: list[float] = field(default_factory=list)  # jobs/s of the loop, that round
+
+    def ratios(self) -> list[float]:
+        return sorted(r.jobs_per_s / ref for r, ref in zip(self.runs, self.references, strict=True))
+
+
+def _paired_row(path: Paired) -> list[str]:
+    runs, ratios = path.runs, path.ratios()
+    last = runs[-1]
+    batch = (
+        statistics.median(r.batch_jobs for r in runs if r.batch_jobs is not None)
+        if any(r.batch_jobs is not None for r in runs)
+        else None
+    )
+    stages = [
+        f"{statistics.median(r.stage_ms[s] for r in runs):.0f}" if s in last.stage_ms else ""
+        for s in STAGES
+    ]
+    spread = f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+    return [
+        last.label,
+        f"{statistics.median(r.jobs_per_s for r in runs):.2f}",
+        f"{statistics.median(ratios):.2f}{spread}",
+        f"{batch:.1f}" if batch is not None else "",
+        *stages,
+    ]
+
+
 def tables(
-    throughput: list[Throughput],
-    single: list[Throughput],
+    throughput: list[Paired],
+    single: list[Paired],
     latency: Latency,
     submits: list[Throughput],
+    rounds: int,
 ) -> list[Table]:
-    reference = next(t for t in throughput if "4 jobs a call" in t.label).jobs_per_s
     columns = ["path:", "jobs/s", "vs the loop", "jobs a denoise batch"]
     columns += [f"{stage} ms/job" for stage in STAGES]
     bulk = Table(
-        f"1. Bulk throughput, {throughput[0].jobs} jobs (64x64, 25 steps, 2 images), one worker",
+        f"1. Bulk throughput, {throughput[0].runs[0].jobs} jobs (64x64, 25 steps, 2 images), one "
+        f"worker; median of {rounds} paired rounds (range)",
         [c.replace("the loop", "the 4-jobs-a-call loop") for c in columns],
-        [_row(t, reference) for t in throughput],
+        [_paired_row(path) for path in throughput],
     )
-    single_ref = next(t for t in single if "1 job a call" in t.label).jobs_per_s
     one = Table(
-        f"3. One job at a time, {single[0].jobs} jobs",
+        f"3. One job at a time, {single[0].runs[0].jobs} jobs; median of {rounds} paired rounds "
+        "(range)",
         [c.replace("the loop", "the 1-job-a-call loop") for c in columns],
-        [_row(t, single_ref) for t in single],
+        [_paired_row(path) for path in single],
     )
     alone, under = latency.alone_s, latency.under_bulk_s
     wait = Table(
@@ -228,20 +261,47 @@ def _redis(root: Path) -> Iterator[str]:
         server.stop()
 
 
-def _through(
-    queue: Any,
-    where: str,
-    one_by_one: list[str],
-    bulk: list[str],
-    throughput: list[Throughput],
-    single: list[Throughput],
+@dataclass
+class Round:
+    """Where each path of tables 1 and 3 runs: the two deployments, each with its worker up."""
+
+    queues: dict[str, Any]  # where -> cluster or deployment
+    model: Path
+    root: Path
+    bulk: list[str]
+    single: list[str]
+
+
+def one_round(
+    n: int, where: Round, throughput: dict[str, Paired], single: dict[str, Paired]
 ) -> None:
-    """The queue's rows of tables 1 and 3, on one deployment (seeds no other run uses)."""
-    queue.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
-    offset = 1000 * (len(throughput) + 1)
-    throughput.append(through_queue(f"imggen, one default worker, {where}", queue, bulk, offset))
-    label = f"imggen submit().wait(), {where}"
-    single.append(one_at_a_time(label, queue, one_by_one, offset + 500))
+    """Each path once, between two runs of the loop it is compared with (seeds no other round
+    uses: no cache hit)."""
+    root = where.root / f"round-{n}"
+    before = plain_loop(where.model, where.bulk, 4, root / "loop-4-before")
+    one_before = plain_loop(where.model, where.single, 1, root / "single-before")
+    bulk_runs, single_runs = [], []
+    for i, (label, queue) in enumerate(where.queues.items()):
+        offset = 100_000 * (n + 1) + 10_000 * i
+        bulk_runs.append(
+            through_queue(f"imggen, one default worker, {label}", queue, where.bulk, offset)
+        )
+        single_runs.append(
+            one_at_a_time(f"imggen submit().wait(), {label}", queue, where.single, offset + 5000)
+        )
+    after = plain_loop(where.model, where.bulk, 4, root / "loop-4-after")
+    one_after = plain_loop(where.model, where.single, 1, root / "single-after")
+    one_job = plain_loop(where.model, where.bulk, 1, root / "loop-1")
+    reference = (before.jobs_per_s + after.jobs_per_s) / 2
+    single_reference = (one_before.jobs_per_s + one_after.jobs_per_s) / 2
+    for run in [one_job, before, *bulk_runs]:
+        path = throughput.setdefault(run.label, Paired())
+        path.runs.append(run)
+        path.references.append(reference)
+    for run in [one_before, *single_runs]:
+        path = single.setdefault(run.label, Paired())
+        path.runs.append(run)
+        path.references.append(single_reference)
 
 
 def main() -> None:
@@ -250,6 +310,7 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=48, help="bulk jobs for table 1")
     parser.add_argument("--single", type=int, default=12, help="jobs for table 3")
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds of tables 1 and 3")
     parser.add_argument("--backlog", type=int, default=300, help="bulk jobs for table 2")
     parser.add_argument("--samples", type=int, default=8, help="interactive jobs for table 2")
     parser.add_argument("--submissions", type=int, default=1000, help="jobs for table 4")
@@ -257,30 +318,43 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small runs (a smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.jobs, args.single, args.backlog, args.samples = 8, 4, 16, 2
+        args.jobs, args.single, args.backlog, args.samples, args.rounds = 8, 4, 16, 2, 1
         args.submissions, args.batch_rows = 50, 200
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(os.cpu_count() or 1)
     texts = prompts(args.jobs)
-    with tempfile.TemporaryDirectory() as tmp, _redis(Path(tmp)) as redis_url:
+    throughput: dict[str, Paired] = {}
+    single: dict[str, Paired] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _redis(Path(tmp)) as redis_url,
+        postgres_database() as database_url,
+        contextlib.ExitStack() as stack,
+    ):
         root = Path(tmp)
-        throughput = [
-            plain_loop(PRETRAINED, texts, 1, root / "loop-1"),
-            plain_loop(PRETRAINED, texts, 4, root / "loop-4"),
-        ]
-        single = [plain_loop(PRETRAINED, texts[: args.single], 1, root / "single-loop")]
-        with postgres_database() as database_url:
-            queue = cluster(root, "default", PRETRAINED, redis_url, database_url)
-            queue.start_worker(concurrency=1)
-            _through(queue, "Redis + PostgreSQL", texts[: args.single], texts, throughput, single)
-            latency = interactive_latency(queue, args.backlog, args.samples)
-            submits = submission_rates(queue, args.submissions, args.batch_rows)
+        queue = cluster(root, "default", PRETRAINED, redis_url, database_url)
+        stack.callback(queue.stop)
+        queue.start_worker(concurrency=1)
         (root / "embedded").mkdir()
-        for running in with_worker(embedded("embedded", root / "embedded", PRETRAINED)):
-            where = "embedded default (SQLite, SQL broker)"
-            _through(running, where, texts[: args.single], texts, throughput, single)
+        embedded_default = stack.enter_context(
+            contextlib.contextmanager(with_worker)(
+                embedded("embedded", root / "embedded", PRETRAINED)
+            )
+        )
+        queues: dict[str, Any] = {
+            "Redis + PostgreSQL": queue,
+            "embedded default (SQLite, SQL broker)": embedded_default,
+        }
+        for running in queues.values():
+            running.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
+        where = Round(queues, PRETRAINED, root, texts, texts[: args.single])
+        for n in range(args.rounds):
+            one_round(n, where, throughput, single)
+        latency = interactive_latency(queue, args.backlog, args.samples)
+        submits = submission_rates(queue, args.submissions, args.batch_rows)
     print(f"# imggen scheduling, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, shapes model")
-    for table in tables(throughput, single, latency, submits):
+    bulk_paths, single_paths = list(throughput.values()), list(single.values())
+    for table in tables(bulk_paths, single_paths, latency, submits, args.rounds):
         print_table(table)
 
 
