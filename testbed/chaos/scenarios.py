@@ -138,7 +138,7 @@ def stage_longer_than_visibility_timeout(cluster: Cluster) -> Outcome:
 def warm_shutdown_mid_stage(cluster: Cluster) -> Outcome:
     """SIGTERM a worker in the middle of a stage; a second worker must finish the job."""
     first = cluster.start_worker(concurrency=1)
-    job = cluster.client.submit("handed back", n=4, seed=1, steps=150, width=256, height=256)
+    job = cluster.client.submit("handed back", n=4, seed=1, steps=100, width=128, height=128)
 
     def denoising() -> bool:
         info = job.info()

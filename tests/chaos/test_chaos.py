@@ -52,7 +52,7 @@ def cluster_factory(tmp_path: Path, tiny_model_dir: Path, redis_server: RedisSer
 
 
 def test_killing_pool_processes_mid_stage(cluster_factory) -> None:  # type: ignore[no-untyped-def]
-    outcome = scenarios.kill_pool_processes(cluster_factory(), jobs=40, kills=5)
+    outcome = scenarios.kill_pool_processes(cluster_factory(), jobs=30, kills=4)
     outcome.assert_clean()
 
 
