@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 # Progress is written at most this often (twice a second is as often as a person reads a
 # progress bar): each write is a transaction, and takes CPU from the work it reports on.
 PROGRESS_INTERVAL_S = 0.5
-# A bulk batch's progress is seen as jobs that end, not as one job's steps: its steps are written
-# this seldom. On a CPU the writes, and the watchers each one wakes, cost the denoising more
-# than their own CPU time: two threads that step in lockstep wait for each other whenever
-# anything else runs (measured: a batch took twice as long at 0.5 s).
+# A bulk batch's progress is seen as jobs that end, not as one job's steps: after its first step
+# (written at once, so the operator sees where it is), its steps are written this seldom. On a
+# CPU the writes, and the watchers each one wakes, cost the denoising more than their own CPU
+# time: two threads that step in lockstep wait for each other whenever anything else runs
+# (measured: a batch took twice as long at 0.5 s).
 BULK_PROGRESS_INTERVAL_S = 5.0
 
 
@@ -52,7 +53,7 @@ class StageMonitor:
     ) -> None:
         self.settings, self.stage, self.tokens = settings, stage, tokens
         self.progress_every = progress_every
-        self._progressed = time.monotonic()
+        self._progressed: float | None = None  # when progress was last written
         self._steps: dict[str, tuple[int, int]] = {}  # job -> latest (step, total), loop-written
         self._written: dict[str, tuple[int, int]] = {}
         self._lost: set[str] = set()
@@ -92,7 +93,11 @@ class StageMonitor:
             for job_id, step in list(self._steps.items())
             if self._written.get(job_id) != step
         }
-        if not due and now - self._progressed < self.progress_every:
+        if (
+            not due
+            and self._progressed is not None
+            and now - self._progressed < self.progress_every
+        ):
             changed = {}
         if (not changed and not due) or now < self._quiet_until:
             return
