@@ -18,6 +18,9 @@ of the loop's two runs around it, and the tables give the median of the rounds' 
 their range.
 
 The model: the shapes model imggen ships (64x64, 25 steps, 2 images a job, guidance 4).
+
+One module, over 300 lines: the four tables share one pair of deployments and their helpers,
+and run as one command.
 """
 
 from __future__ import annotations
