@@ -146,6 +146,12 @@ def _deployment(
             for i, served in enumerate(queues)
         ]
         try:
+            # Until a worker's first registry scan, it leaves work for the model to the hosts
+            # that have registered it (a retry: one more publish): every worker registers first.
+            deadline = time.monotonic() + 60
+            while len(dep.registered(dep.settings.default_model, timeout=60).hosts) < len(workers):
+                assert time.monotonic() < deadline, "not every worker registered the model"
+                time.sleep(0.1)
             yield dep
         finally:
             for worker in workers:
