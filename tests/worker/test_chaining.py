@@ -128,9 +128,6 @@ def _deployment(
     connection = redis.Redis.from_url(redis_server.url)
     connection.flushall()
     with postgres_database() as database_url:
-        # The sweeper's re-send of a stage claimed late (a first model load under load) is a
-        # second publish: these tests count the fast path's.
-        settings = {"requeue_after_seconds": "600"} | settings
         dep = make_deployment(home.name, home, model, database_url, redis_server.url, **settings)
         if fail_once:
             dep.env["IMGGEN_TEST_FAIL_ONCE"] = fail_once
