@@ -191,11 +191,7 @@ class Paired:
 def _paired_row(path: Paired) -> list[str]:
     runs, ratios = path.runs, path.ratios()
     last = runs[-1]
-    batch = (
-        statistics.median(r.batch_jobs for r in runs if r.batch_jobs is not None)
-        if any(r.batch_jobs is not None for r in runs)
-        else None
-    )
+    sizes = [r.batch_jobs for r in runs if r.batch_jobs is not None]
     stages = [
         f"{statistics.median(r.stage_ms[s] for r in runs):.0f}" if s in last.stage_ms else ""
         for s in STAGES
@@ -205,7 +201,7 @@ def _paired_row(path: Paired) -> list[str]:
         last.label,
         f"{statistics.median(r.jobs_per_s for r in runs):.2f}",
         f"{statistics.median(ratios):.2f}{spread}",
-        f"{batch:.1f}" if batch is not None else "",
+        f"{statistics.median(sizes):.1f}" if sizes else "",
         *stages,
     ]
 
@@ -297,14 +293,15 @@ def one_round(
     one_job = plain_loop(where.model, where.bulk, 1, root / "loop-1")
     reference = (before.jobs_per_s + after.jobs_per_s) / 2
     single_reference = (one_before.jobs_per_s + one_after.jobs_per_s) / 2
-    for run in [one_job, before, *bulk_runs]:
-        path = throughput.setdefault(run.label, Paired())
+    _record(throughput, [one_job, before, *bulk_runs], reference)
+    _record(single, [one_before, *single_runs], single_reference)
+
+
+def _record(paths: dict[str, Paired], runs: list[Throughput], reference: float) -> None:
+    for run in runs:
+        path = paths.setdefault(run.label, Paired())
         path.runs.append(run)
         path.references.append(reference)
-    for run in [one_before, *single_runs]:
-        path = single.setdefault(run.label, Paired())
-        path.runs.append(run)
-        path.references.append(single_reference)
 
 
 def main() -> None:

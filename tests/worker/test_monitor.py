@@ -24,14 +24,20 @@ def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_the_monitor_shows_progress_renews_the_lease_and_notices_a_cancel(
-    db: str,
-    tmp_path: Path,
-) -> None:
+def _claimed(db: str) -> tuple[str, Claimed]:
+    """A new job whose expand stage is claimed, as a running stage's monitor finds it."""
     job_id = _new_job(db)
     with session_scope(db) as session:
         claim = claim_stage(session, job_id, "expand", **LEASE)
     assert isinstance(claim, Claimed)
+    return job_id, claim
+
+
+def test_the_monitor_shows_progress_renews_the_lease_and_notices_a_cancel(
+    db: str,
+    tmp_path: Path,
+) -> None:
+    job_id, claim = _claimed(db)
     # A one-second lease is renewed every quarter second.
     settings = WorkerSettings.model_validate(
         {"home": str(tmp_path), "database_url": db, "stage_lease_seconds": 1.0}
@@ -69,10 +75,7 @@ def test_the_monitor_shows_progress_renews_the_lease_and_notices_a_cancel(
 def test_a_bulk_batch_writes_its_progress_seldom(db: str, tmp_path: Path) -> None:
     """Bulk steps are written every ``progress_every`` seconds after the first, not at every
     tick (each write slows the batch it reports on)."""
-    job_id = _new_job(db)
-    with session_scope(db) as session:
-        claim = claim_stage(session, job_id, "expand", **LEASE)
-    assert isinstance(claim, Claimed)
+    job_id, claim = _claimed(db)
     settings = WorkerSettings.model_validate(
         {"home": str(tmp_path), "database_url": db, "stage_lease_seconds": 60.0}
     )
