@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -191,13 +190,6 @@ def _print_summary(view: dict[str, Any]) -> None:
 def _watch(client: Client, batch_id: str, *, quiet: bool) -> None:
     """A live bar until every job of the batch has ended; Ctrl-C stops watching, not the batch."""
 
-    def read() -> dict[str, Any]:
-        def summary(session: Any) -> dict[str, Any]:
-            batch = session.get(Batch, batch_id)
-            return batch_steering.summary(session, batch)
-
-        return in_transaction(client.settings.resolved_database_url, summary)
-
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -208,8 +200,8 @@ def _watch(client: Client, batch_id: str, *, quiet: bool) -> None:
     try:
         with Progress(*columns, console=err, transient=True, disable=quiet) as progress:
             bar = progress.add_task(f"batch {batch_id[:8]}", total=None, detail="")
-            while True:
-                view = read()
+
+            def show(view: dict[str, Any]) -> None:
                 counts = view["counts"]
                 eta = f", ETA {view['eta_seconds']:.0f} s" if view["eta_seconds"] else ""
                 detail = (
@@ -217,9 +209,8 @@ def _watch(client: Client, batch_id: str, *, quiet: bool) -> None:
                     f"{view['images_per_s']:.2f} images/s{eta}"
                 )
                 progress.update(bar, completed=view["done"], total=view["jobs"], detail=detail)
-                if view["done"] >= view["jobs"]:
-                    break
-                time.sleep(1.0)
+
+            view = client.wait_batch(batch_id, on_progress=show)
     except KeyboardInterrupt:
         err.print("stopped watching; the batch goes on", highlight=False)
         raise typer.Exit(130) from None

@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 from producer.artifacts import ArtifactStore, job_key
 from producer.catalog import native_size, unserved
 from producer.db import in_transaction
-from producer.errors import InvalidJobSpec, JobFailed, JobNotFinished, JobTimeout
+from producer.errors import (
+    BatchNotFound,
+    InvalidJobSpec,
+    JobFailed,
+    JobNotFinished,
+    JobTimeout,
+)
 from producer.events import Watch
 from producer.images import InputImage, validate_input_image
 from producer.jobs import cancel_job, create_job, get_job, job_view, new_job_id
@@ -157,6 +163,42 @@ class Client:
         return batches.submit(
             self, name, numbered, defaults=defaults, skip_invalid=skip_invalid
         ).batch_id
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """A batch's counts by status, images a second and ETA (as ``imggen batch ID`` shows
+        them); raises BatchNotFound."""
+        from producer import batch_steering
+
+        def read(session: Session) -> dict[str, Any]:
+            batch = batch_steering.find(session, batch_id)
+            if batch is None:
+                raise BatchNotFound(f"no batch with id {batch_id!r}")
+            return batch_steering.summary(session, batch)
+
+        return in_transaction(self._db_url, read)
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Block until every job of the batch has ended, and return its summary; raises
+        JobTimeout after ``timeout`` s. The batch is read every ``poll_interval`` seconds: one
+        read of its counts, however many jobs it holds (a bulk run is followed by its jobs
+        ending, not by each job's events)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = self.batch(batch_id)
+            if on_progress is not None:
+                on_progress(view)
+            if view["done"] >= view["jobs"]:
+                return view
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise JobTimeout(f"batch {batch_id}: {view['done']} of {view['jobs']} jobs ended")
+            time.sleep(poll_interval if left is None else min(poll_interval, left))
 
     def prepare(self, fields: dict[str, Any]) -> JobSpec:
         """A job's fields validated as a spec this deployment can run; raises InvalidJobSpec."""

@@ -23,6 +23,10 @@ class JobNotFound(ImggenError, LookupError):
     """No job has the given id."""
 
 
+class BatchNotFound(ImggenError, LookupError):
+    """No batch has the given id."""
+
+
 class JobTimeout(ImggenError, TimeoutError):
     """A job did not reach a terminal state within the time a caller was willing to wait."""
 

@@ -49,6 +49,11 @@ class WorkerSettings(Settings):
     batch_max_images: int = 8
     """Denoise compatible jobs together, up to this many images a batch (1: no batching)."""
 
+    bulk_batch_max_images: int | None = None
+    """Bulk work's batches, up to this many images (default: twice ``batch_max_images``, never
+    fewer). Bulk work is measured in images a second, not in one job's wait, and a bulk batch
+    gives way to interactive work between steps."""
+
     batch_wait_seconds: float = 5.0
     """During a backlog, how long bulk work at denoise lets compatible jobs still at earlier
     stages catch up, to fill its batch (interactive work never waits)."""
@@ -135,6 +140,12 @@ class WorkerSettings(Settings):
         if any(not 0 < fraction < 1 for _, fraction in self.semantic_levels):
             raise ValueError("semantic_levels: each fraction of steps skipped must be in (0, 1)")
         return self
+
+    def batch_images(self, lane: str) -> int:
+        """The images a denoise batch led by a job of ``lane`` holds."""
+        if lane != "bulk" or self.batch_max_images <= 1:
+            return self.batch_max_images
+        return max(self.bulk_batch_max_images or 2 * self.batch_max_images, self.batch_max_images)
 
     @property
     def resolved_requeue_after_seconds(self) -> float:

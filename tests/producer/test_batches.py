@@ -14,6 +14,7 @@ from migrations import upgrade
 from producer import batch_rows, batch_steering, batches
 from producer.client import Client
 from producer.db import session_scope
+from producer.errors import BatchNotFound, JobTimeout
 from producer.models import Batch, Job, OutboxMessage, StageRun, utcnow
 from producer.scheduling import next_waiting
 from producer.settings import Settings
@@ -149,3 +150,18 @@ def test_retry_failed_queues_a_failed_job_again_from_its_failed_stage(client: Cl
         run = next(r for r in job.stage_runs if r.stage == "expand")
         assert (job.status, job.error, run.status, run.attempts) == ("queued", None, "queued", 0)
     assert _batch(client, done.batch_id).status == "active"
+
+
+def test_the_client_reads_a_batch_and_waits_for_its_end(client: Client) -> None:
+    batch_id = client.submit_batch([{"prompt": "x"}, {"prompt": "y"}], name="w", **OPTIONS)
+    view = client.batch(batch_id)
+    assert (view["jobs"], view["done"], view["counts"]["queued"]) == (2, 0, 2)
+    with pytest.raises(JobTimeout, match="0 of 2 jobs ended"):
+        client.wait_batch(batch_id, timeout=0.3, poll_interval=0.1)
+    with pytest.raises(BatchNotFound):
+        client.batch("no-such-batch")
+    seen: list[int] = []
+    with session_scope(client.settings.resolved_database_url) as session:
+        batch_steering.cancel(session, session.get(Batch, batch_id))  # type: ignore[arg-type]
+    ended = client.wait_batch(batch_id, timeout=5, on_progress=lambda v: seen.append(v["done"]))
+    assert (ended["done"], ended["counts"]["canceled"], seen) == (2, 2, [2])

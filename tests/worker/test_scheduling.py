@@ -18,6 +18,7 @@ from producer.spec import validate_spec
 from worker.queue.claims import Claimed, Refusal, Refused, claim_stage
 from worker.queue.commits import commit_stage
 from worker.queue.selection import Batching, claim_companions, claim_next
+from worker.settings import WorkerSettings
 
 LEASE: dict[str, Any] = {"lease_seconds": 60.0, "max_attempts": 3}
 BATCH = Batching(images=8, wait_seconds=30.0)
@@ -253,3 +254,12 @@ def test_bulk_work_gives_way_only_to_interactive_work_this_worker_can_take(db: s
     with session_scope(db) as session:
         assert interactive_waiting(session, ["expand", "encode"])
         assert not interactive_waiting(session, ["denoise"])  # waits where others serve
+
+
+def test_bulk_batches_hold_twice_the_images_unless_told_otherwise() -> None:
+    default = WorkerSettings(batch_max_images=8)
+    assert (default.batch_images("interactive"), default.batch_images("bulk")) == (8, 16)
+    assert WorkerSettings(batch_max_images=8, bulk_batch_max_images=12).batch_images("bulk") == 12
+    # Never fewer than an interactive batch, and no batching means none for bulk work either.
+    assert WorkerSettings(batch_max_images=8, bulk_batch_max_images=4).batch_images("bulk") == 8
+    assert WorkerSettings(batch_max_images=1, bulk_batch_max_images=16).batch_images("bulk") == 1

@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from producer.db import in_transaction
 from producer.jobs import get_job
+from producer.models import Job
 from producer.stage_outputs import DenoiseOutput
 from testbed.deployments import Deployment, make_deployment, with_worker
 from testbed.services import RedisServer
 from tests.conftest import postgres_database
 
 WAIT_S = 240.0
-# n=2 and 8 images a batch: four jobs fill one.
+# n=2: four jobs fill an interactive batch (8 images), eight a bulk one (16).
 SHAPE: dict[str, Any] = {"n": 2, "steps": 6, "width": 64, "height": 64, "guidance": 4.0}
 
 
@@ -60,7 +62,9 @@ def test_a_bulk_backlog_forms_full_batches_on_one_worker(one_worker: Deployment)
         for h in handles
     ]
     batches = sum(1 / size for size in sizes)
-    assert len(handles) / batches >= 0.9 * 4, sizes  # jobs per batch, of at most 4
+    room = one_worker.settings.batch_images("bulk") // SHAPE["n"]
+    assert room == 8
+    assert len(handles) / batches >= 0.9 * room, sizes  # jobs per batch
 
 
 def test_an_interactive_job_overtakes_a_bulk_backlog(one_worker: Deployment) -> None:
@@ -68,18 +72,23 @@ def test_an_interactive_job_overtakes_a_bulk_backlog(one_worker: Deployment) -> 
     one_worker.client.submit("alone", seed=99, **SHAPE).wait(timeout=WAIT_S)
     alone_s = time.monotonic() - started
 
-    bulk = [
-        one_worker.client.submit(f"a bulk fox {i}", seed=i, lane="bulk", **SHAPE) for i in range(40)
-    ]
+    # Queued as a bulk run is: one batch (a loop of 40 submissions would let the worker start
+    # the cheap stages of a bulk batch's worth of them before the interactive job exists).
+    rows = [{"prompt": f"a bulk fox {i}", "seed": i} for i in range(40)]
+    backlog = one_worker.client.submit_batch(rows, name="backlog", **SHAPE)
     submitted = time.monotonic()
     interactive = one_worker.client.submit("in a hurry", seed=7, **SHAPE)
     info = interactive.wait(timeout=WAIT_S)
     took_s = time.monotonic() - submitted
     assert info["status"] == "succeeded"
     mine = _runs(one_worker, interactive.id)["expand"].started_at
-    for handle in bulk:
-        handle.wait(timeout=WAIT_S)
-    later = [_runs(one_worker, h.id)["expand"].started_at > mine for h in bulk]
+    one_worker.client.wait_batch(backlog, timeout=WAIT_S)
+    bulk = in_transaction(
+        one_worker.settings.resolved_database_url,
+        lambda session: session.scalars(select(Job.id).where(Job.batch_id == backlog)).all(),
+    )
+    assert len(bulk) == 40
+    later = [_runs(one_worker, job_id)["expand"].started_at > mine for job_id in bulk]
     assert sum(later) >= 36, f"{sum(later)} of 40 bulk jobs started after it"
     assert took_s <= 3 * alone_s + 2.0, (took_s, alone_s)
 

@@ -106,7 +106,8 @@ def _claim(task: Task, runtime: Runtime, job_id: str, stage: str) -> Claimed | R
     settings = runtime.settings
     batching = None
     if STAGES[stage].batched and settings.batch_max_images > 1:
-        batching = Batching(settings.batch_max_images, settings.batch_wait_seconds)
+        # Only bulk work waits for company: the batch it waits to fill is a bulk batch.
+        batching = Batching(settings.batch_images("bulk"), settings.batch_wait_seconds)
     resident = runtime.resident_models()
     host = task.request.hostname  # as its registry rows name this worker
     claim = in_transaction(
@@ -142,7 +143,7 @@ def _gather(runtime: Runtime, claim: Claimed) -> list[Claimed]:
     settings = runtime.settings
     if not STAGES[claim.stage].batched or settings.batch_max_images <= 1 or claim.after_oom:
         return [claim]
-    room = settings.batch_max_images - JobSpec.model_validate(claim.job.spec).n
+    room = settings.batch_images(claim.job.lane) - JobSpec.model_validate(claim.job.spec).n
     companions = in_transaction(
         settings.resolved_database_url,
         lambda session: claim_companions(

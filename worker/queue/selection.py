@@ -21,8 +21,8 @@ from worker.queue.leases import ACTIVE_VALUES, QUEUED, RUNNING
 
 @dataclass(frozen=True)
 class Batching:
-    """For a stage that batches: the images a batch holds, and how long bulk work may wait for
-    compatible jobs still at earlier stages to reach it (breadth-first during a backlog)."""
+    """For a stage that batches: the images a bulk batch holds, and how long bulk work may wait
+    for compatible jobs still at earlier stages to reach it (breadth-first during a backlog)."""
 
     images: int
     wait_seconds: float

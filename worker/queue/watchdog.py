@@ -51,7 +51,9 @@ class ConsumerWatchdog:
         return now - self.idle_since >= self.settings.stall_after_seconds
 
     def run_forever(self, stop: threading.Event) -> None:
-        while not stop.wait(1.0):
+        # A look at the queues is a query per queue on the SQL broker: a few a minute do.
+        every = min(5.0, self.settings.stall_after_seconds / 6)
+        while not stop.wait(every):
             if self.check(time.monotonic()):
                 log.error(
                     "worker idle for %.0f s beside waiting messages: restarting it",
