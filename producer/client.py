@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from producer import batch_steering
 from producer.artifacts import ArtifactStore, job_key
 from producer.catalog import native_size, unserved
 from producer.db import in_transaction
@@ -167,7 +168,6 @@ class Client:
     def batch(self, batch_id: str) -> dict[str, Any]:
         """A batch's counts by status, images a second and ETA (as ``imggen batch ID`` shows
         them); raises BatchNotFound."""
-        from producer import batch_steering
 
         def read(session: Session) -> dict[str, Any]:
             batch = batch_steering.find(session, batch_id)
