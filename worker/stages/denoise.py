@@ -105,11 +105,17 @@ def denoise_jobs(contexts: list[StageContext]) -> Results:
         for start, group in sorted(groups.items())
         for i in range(0, len(group), chunk)
     ]
-    # A run of one batch, every image drawn in it, may give way between steps (to interactive
-    # work): what it did is kept.
-    whole = len(runs) == 1 and all(image.latents is None for image in images)
-    should_yield = contexts[0].should_yield if whole else None
-    for start, group in runs:
+    # Each run may give way between its steps (to interactive work) where it holds every image
+    # of its jobs (a job's images resume together): its latents so far are kept, runs before it
+    # are done, runs after it wait their turn. A batch of jobs that gave way at different steps
+    # is several runs, and one of them may last as long as a whole batch.
+    split = chunk < len(images)  # only after running out of memory: one job, drawn piecemeal
+    should_yield = None if split else contexts[0].should_yield
+    gave_way: dict[str, int] = {}  # job -> the step its run stopped at (or never began from)
+    for n, (start, group) in enumerate(runs):
+        in_run = {id(image) for image in group}
+        jobs = {image.ctx.job_id for image in group}
+        whole = all(id(image) in in_run for image in images if image.ctx.job_id in jobs)
         result = denoise_batch(
             parts,
             [image.item for image in group],
@@ -127,10 +133,14 @@ def denoise_jobs(contexts: list[StageContext]) -> Results:
             dropped=lambda group=group: [  # type: ignore[misc]
                 row for row, image in enumerate(group) if image.ctx.job_id not in alive
             ],
-            should_yield=should_yield,
+            should_yield=should_yield if whole else None,
         )
         if result.yielded_at is not None:
-            return _give_way(contexts, group, result.latents, result.yielded_at, alive)
+            _keep_for_later(group, result.latents, result.yielded_at, alive)
+            gave_way = dict.fromkeys(jobs, result.yielded_at)
+            for later_start, later in runs[n + 1 :]:
+                gave_way |= dict.fromkeys((image.ctx.job_id for image in later), later_start)
+            break
         for row, image in enumerate(group):
             image.latents = result.latents[row : row + 1]
             image.kept = {step: latents[row : row + 1] for step, latents in result.kept.items()}
@@ -140,6 +150,9 @@ def denoise_jobs(contexts: list[StageContext]) -> Results:
     for ctx in contexts:
         if ctx.job_id not in alive:
             results[ctx.job_id] = StageAborted("canceled")
+            continue
+        if ctx.job_id in gave_way:
+            results[ctx.job_id] = StageYielded(gave_way[ctx.job_id])
             continue
         mine = [image for image in images if image.ctx is ctx]
         results[ctx.job_id] = _job_result(
@@ -164,24 +177,16 @@ def _resume_where_it_gave_way(ctx: StageContext, images: list[ImageWork]) -> Non
         image.start, image.resumed = step, True
 
 
-def _give_way(
-    contexts: list[StageContext],
-    group: list[ImageWork],
-    latents: torch.Tensor,
-    step: int,
-    alive: dict[str, StageContext],
-) -> Results:
-    """Keep each job's latents after ``step`` steps in the store, for its run to go on from."""
-    results: Results = {}
-    for ctx in contexts:
-        if ctx.job_id not in alive:
-            results[ctx.job_id] = StageAborted("canceled")
-            continue
-        rows = [row for row, image in enumerate(group) if image.ctx is ctx]
-        tensors = {"latents": latents[rows], "step": torch.tensor([step])}
-        ctx.runtime.save_tensors(_resume_key(ctx.job_id), tensors)
-        results[ctx.job_id] = StageYielded(step)
-    return results
+def _keep_for_later(
+    group: list[ImageWork], latents: torch.Tensor, step: int, alive: dict[str, StageContext]
+) -> None:
+    """Keep the latents after ``step`` steps of each job of a run that gave way, in the store,
+    for its next run to go on from (a job of a run that never began keeps what it had)."""
+    for job_id, ctx in alive.items():
+        rows = [row for row, image in enumerate(group) if image.ctx.job_id == job_id]
+        if rows:
+            tensors = {"latents": latents[rows], "step": torch.tensor([step])}
+            ctx.runtime.save_tensors(_resume_key(job_id), tensors)
 
 
 def _job_result(
