@@ -1,6 +1,6 @@
 """Scheduling: imggen against a plain diffusers loop over the same model folder, side by side.
 
-    python -m bench.scheduling [--jobs 48] [--backlog 300] [--quick]
+    python -m bench.scheduling [--jobs 48] [--backlog 300] [--quick] [--latency-only]
 
 1. bulk throughput: the same bulk jobs through one default worker (every queue, concurrency 1)
    on Redis + PostgreSQL and on the embedded default, against a ``StableDiffusionPipeline`` loop
@@ -245,8 +245,17 @@ def tables(
         [c.replace("the loop", "the 1-job-a-call loop") for c in columns],
         [_paired_row(path) for path in single],
     )
+    rate = Table(
+        "4. Submissions into PostgreSQL + Redis",
+        ["path:", "jobs", "seconds", "jobs/s"],
+        [[t.label, str(t.jobs), f"{t.seconds:.1f}", f"{t.jobs_per_s:.0f}"] for t in submits],
+    )
+    return [bulk, latency_table(latency), one, rate]
+
+
+def latency_table(latency: Latency) -> Table:
     alone, under = latency.alone_s, latency.under_bulk_s
-    wait = Table(
+    return Table(
         f"2. An interactive job's end-to-end time, alone and with {latency.backlog} bulk jobs "
         "queued ahead of it",
         ["", "p50 s", "p95 s", "p95 vs alone"],
@@ -260,12 +269,6 @@ def tables(
             ],
         ],
     )
-    rate = Table(
-        "4. Submissions into PostgreSQL + Redis",
-        ["path:", "jobs", "seconds", "jobs/s"],
-        [[t.label, str(t.jobs), f"{t.seconds:.1f}", f"{t.jobs_per_s:.0f}"] for t in submits],
-    )
-    return [bulk, wait, one, rate]
 
 
 @contextlib.contextmanager
@@ -334,6 +337,9 @@ def main() -> None:
     parser.add_argument("--submissions", type=int, default=1000, help="jobs for table 4")
     parser.add_argument("--batch-rows", type=int, default=10_000, help="rows for table 4")
     parser.add_argument("--quick", action="store_true", help="small runs (a smoke test)")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="table 2 alone (one worker, no loop)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.single, args.backlog, args.samples, args.rounds = 8, 4, 16, 2, 1
@@ -353,6 +359,12 @@ def main() -> None:
         queue = cluster(root, "default", PRETRAINED, redis_url, database_url)
         stack.callback(queue.stop)
         queue.start_worker(concurrency=1)
+        if args.latency_only:
+            queue.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
+            latency = interactive_latency(queue, args.backlog, args.samples)
+            print(f"# imggen scheduling, {time.strftime('%Y-%m-%d')}, table 2 alone")
+            print_table(latency_table(latency))
+            return
         (root / "embedded").mkdir()
         embedded_default = stack.enter_context(
             contextlib.contextmanager(with_worker)(
