@@ -1,6 +1,9 @@
 """The Python client: submit jobs, follow them, cancel them, read their results.
 
 Usable from a web backend without torch: it talks only to SQL and the broker.
+
+One module, over 300 lines: ``Client`` is the one object a producer imports, and its methods
+are thin (each calls the module that does the work: jobs, batches, batch_steering, outbox).
 """
 
 from __future__ import annotations
