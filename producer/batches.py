@@ -4,20 +4,18 @@
 A batch's rows (read by ``batch_rows.py``) are validated first, every one of them: each bad
 row is reported by its line and field, and nothing is written unless the caller skips the bad
 rows. The jobs go in the bulk lane, inserted in a few statements in one transaction (jobs,
-their stage rows, their outbox rows); their first messages are then published over one broker
-connection (the relay sends whatever that leaves). The same name, for the same owner, resumes
-a batch: rows it holds already (by line) are not submitted again, and finished jobs are never
-redone.
+their stage rows, their outbox rows); their first messages are then published in pipelined
+round trips (``outbox.publish_many``; the relay sends whatever that leaves). The same name,
+for the same owner, resumes a batch: rows it holds already (by line) are not submitted again,
+and finished jobs are never redone.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from producer.batch_rows import InvalidRows, RowError
@@ -34,14 +32,13 @@ from producer.models import (
     StageStatus,
     utcnow,
 )
+from producer.outbox import publish_many
 from producer.pipeline import STAGES
-from producer.queue import enqueue_stage, producer_app
+from producer.queue import producer_app
 from producer.spec import JobSpec, check_storable, with_native_size
 
 if TYPE_CHECKING:
     from producer.client import Client
-
-log = logging.getLogger(__name__)
 MAX_ROWS = 100_000
 
 
@@ -113,7 +110,9 @@ def submit(
         return batch.id, ids, len(specs) - len(new)
 
     batch_id, ids, already = in_transaction(settings.resolved_database_url, record)
-    publish_first_stages(client, ids)
+    publish_many(
+        settings.resolved_database_url, producer_app(settings), [(i, STAGES[0]) for i in ids]
+    )
     return Submitted(batch_id, name, len(ids), already, errors)
 
 
@@ -171,33 +170,3 @@ def _insert_jobs(
     connection.execute(insert(OutboxMessage), messages)
     after_commit(session, lambda: JOBS_SUBMITTED.labels("bulk").inc(len(jobs)))
     return [str(job["id"]) for job in jobs]
-
-
-def publish_first_stages(client: Client, job_ids: list[str]) -> int:
-    """Send the jobs' first messages over one connection, then drop their outbox rows; what a
-    broker failure leaves unsent stays for the relay. Returns how many went."""
-    app, sent = producer_app(client.settings), []
-    try:
-        with app.producer_or_acquire() as producer:
-            for job_id in job_ids:
-                enqueue_stage(app, job_id, STAGES[0], producer=producer)
-                sent.append(job_id)
-    except Exception:  # noqa: BLE001 - the broker is down: the relay sends the rest
-        log.warning(
-            "batch: %d of %d messages left to the relay",
-            len(job_ids) - len(sent),
-            len(job_ids),
-            exc_info=True,
-        )
-
-    def drop(session: Session, chunk: list[str]) -> None:
-        session.execute(
-            delete(OutboxMessage).where(
-                OutboxMessage.job_id.in_(chunk), OutboxMessage.stage == STAGES[0]
-            )
-        )
-
-    for start in range(0, len(sent), 1000):
-        chunk = sent[start : start + 1000]
-        in_transaction(client.settings.resolved_database_url, partial(drop, chunk=chunk))
-    return len(sent)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from producer.db import in_transaction
 from producer.events import notify
 from producer.models import ACTIVE, Job, StageRun, StageStatus
+from producer.outbox import publish_many
 from producer.pipeline import STAGES, queue_name
 from producer.scheduling import interactive_waiting
 from worker.queue import handoff
@@ -56,21 +57,27 @@ def check(task: Task, runtime: Runtime) -> Callable[[], bool]:
     return check
 
 
-def give_way(task: Task, runtime: Runtime, claim: Claimed, step: int) -> None:
-    """The run goes back to its queue without spending the attempt, and gets a message of its
-    own: claimed again (after the interactive work it gave way to), it goes on from ``step``."""
+def give_way(task: Task, runtime: Runtime, runs: list[tuple[Claimed, int]]) -> None:
+    """The runs (with the step each stopped after) go back to their queue without spending
+    the attempt, in one transaction, and get messages of their own, sent together: claimed
+    again (after the interactive work they gave way to), each goes on from its step."""
     settings = runtime.settings
 
-    def snooze(session: Session) -> bool:
-        if not snooze_stage(session, claim.job.id, claim.stage, claim.token):
-            return False  # fenced out: whoever holds the stage now sends it on
-        handoff.again(session, claim.job.id, claim.stage)
-        return True
+    def snooze(session: Session) -> list[Claimed]:
+        back = []
+        for claim, step in runs:
+            log.info("job %s %s: gave way after step %d", claim.job.id, claim.stage, step)
+            # Fenced out: whoever holds the stage now sends it on.
+            if snooze_stage(session, claim.job.id, claim.stage, claim.token):
+                handoff.again(session, claim.job.id, claim.stage)
+                back.append(claim)
+        return back
 
-    log.info("job %s %s: gave way after step %d", claim.job.id, claim.stage, step)
-    if in_transaction(settings.resolved_database_url, snooze):
+    back = in_transaction(settings.resolved_database_url, snooze)
+    for claim in back:
         notify(settings.resolved_redis_url, claim.job.id)
-        handoff.send(settings.resolved_database_url, task.app, claim.job.id, claim.stage)
+    messages = [(claim.job.id, claim.stage) for claim in back]
+    publish_many(settings.resolved_database_url, task.app, messages)
 
 
 def claim_interactive(task: Task, runtime: Runtime) -> Claimed | None:

@@ -195,6 +195,17 @@ def _commit_and_hand_off(
     first job (the one this task is for) may chain: its companions' next stages are messages."""
     settings = runtime.settings
     primary, status, chained = batch[0], "succeeded", None
+    # Those that gave way first: the interactive work they gave way to waits on them.
+    gave_way = [
+        (claim, result.step)
+        for claim in batch
+        if isinstance(result := results[claim.job.id], StageYielded)
+    ]
+    if gave_way:
+        giving_way.give_way(task, runtime, gave_way)
+    if isinstance(results[primary.job.id], StageYielded):
+        # This process is free now: the interactive work it gave way to runs here next.
+        status, chained = "yielded", giving_way.claim_interactive(task, runtime)
     for claim in batch:
         result = results[claim.job.id]
         if isinstance(result, StageAborted):
@@ -202,10 +213,6 @@ def _commit_and_hand_off(
             status = "aborted" if claim is primary else status
             continue
         if isinstance(result, StageYielded):
-            giving_way.give_way(task, runtime, claim, result.step)
-            if claim is primary:
-                # This process is free now: the interactive work it gave way to runs here next.
-                status, chained = "yielded", giving_way.claim_interactive(task, runtime)
             continue
         following = _commit(runtime, claim, result, chain=chain and claim is primary)
         notify(settings.resolved_redis_url, claim.job.id)
