@@ -189,6 +189,8 @@ def test_bulk_work_at_denoise_waits_for_compatible_jobs_still_upstream(db: str) 
     _to_denoise(db, ready)
     refused = _claim_next(db, "denoise", ready, BATCH)
     assert isinstance(refused, Refused) and refused.reason is Refusal.WAITING
+    # Its message comes back when the wait is over: the company's own messages claim the batch.
+    assert BATCH.wait_seconds - 5 < refused.retry_in <= BATCH.wait_seconds
     # Without company on the way, or once it has arrived, the batch runs.
     _to_denoise(db, coming)
     claim = _claim_next(db, "denoise", ready, BATCH)

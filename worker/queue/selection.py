@@ -28,7 +28,7 @@ class Batching:
     wait_seconds: float
 
 
-# How often a run waiting for company looks again.
+# The soonest a message for a run waiting for company looks again.
 WAITING_POLL_S = 0.2
 # How soon a message for work that other hosts serve goes back to the queue, for them.
 ELSEWHERE_S = 0.5
@@ -50,21 +50,29 @@ def claim_next(
     hosts serve it leaves to them). ``hint_job_id`` is the job the message named: when no other
     run can be taken, the refusal is about it (done, busy, elsewhere, …)."""
     now = utcnow()
-    waiting_for_company = False
+    waits_until: datetime | None = None  # the soonest a run waiting for company stops waiting
     found = next_waiting(
         session, stage, now, max_attempts=max_attempts, prefer_models=resident, host=host
     )
     for waiting in found:
-        if batching is not None and _waits_for_company(session, waiting, stage, now, batching):
-            waiting_for_company = True
+        until = (
+            None if batching is None else _waits_for_company(session, waiting, stage, now, batching)
+        )
+        if until is not None:
+            waits_until = until if waits_until is None else min(waits_until, until)
             continue
         claim = claim_stage(
             session, waiting.job_id, stage, lease_seconds=lease_seconds, max_attempts=max_attempts
         )
         if isinstance(claim, Claimed):
             return claim
-    if waiting_for_company:
-        return Refused(Refusal.WAITING, retry_in=WAITING_POLL_S)
+    if waits_until is not None:
+        # The company's own messages claim the batch once it is full or the last of it arrives
+        # (a batched stage is never chained into, so each arrival sends one): this message need
+        # only come back when the wait is over, not poll, which would keep a concurrency-1
+        # worker from the stages that bring the company (and from interactive work).
+        retry_in = max((waits_until - now).total_seconds(), WAITING_POLL_S)
+        return Refused(Refusal.WAITING, retry_in=retry_in)
     if host is not None and _elsewhere(session, hint_job_id, host):
         return Refused(Refusal.ELSEWHERE, retry_in=ELSEWHERE_S)
     return claim_stage(
@@ -82,15 +90,15 @@ def _elsewhere(session: Session, job_id: str, host: str) -> bool:
 
 def _waits_for_company(
     session: Session, waiting: Waiting, stage: str, now: datetime, batching: Batching
-) -> bool:
-    """Whether bulk work should let compatible jobs at earlier stages catch up, to share a batch
-    it cannot fill yet. Interactive work never waits, nor bulk work past ``wait_seconds``."""
-    if waiting.lane != "bulk" or waiting.batch_key is None:
-        return False
-    if waiting.enqueued_at is None or now - waiting.enqueued_at > timedelta(
-        seconds=batching.wait_seconds
-    ):
-        return False
+) -> datetime | None:
+    """Until when bulk work should let compatible jobs at earlier stages catch up, to share a
+    batch it cannot fill yet; None when it should run now. Interactive work never waits, nor
+    bulk work past ``wait_seconds``."""
+    if waiting.lane != "bulk" or waiting.batch_key is None or waiting.enqueued_at is None:
+        return None
+    until = waiting.enqueued_at + timedelta(seconds=batching.wait_seconds)
+    if now > until:
+        return None
     compatible = (Job.batch_key == waiting.batch_key) & Job.status.in_(ACTIVE_VALUES)
     ready = session.scalar(
         select(func.coalesce(func.sum(Job.spec["n"].as_integer()), 0))
@@ -98,7 +106,7 @@ def _waits_for_company(
         .where(compatible, StageRun.stage == stage, StageRun.status == QUEUED)
     )
     if int(ready or 0) >= batching.images:
-        return False  # a full batch is ready
+        return None  # a full batch is ready
     earlier = list(STAGES[: STAGES.index(stage)])
     coming = session.scalar(
         select(StageRun.id)
@@ -106,7 +114,7 @@ def _waits_for_company(
         .where(compatible, StageRun.stage.in_(earlier), StageRun.status.in_([QUEUED, RUNNING]))
         .limit(1)
     )
-    return coming is not None
+    return until if coming is not None else None
 
 
 def claim_companions(
