@@ -1,9 +1,12 @@
 """Colour words through a maintained colour-name table: name -> RGB -> the nearest world colour.
 
 The table is matplotlib's: the 949 names of the XKCD colour survey ("cherry red", "mustard",
-"grass") and the 148 CSS4 names ("tomato", "ivory"). "Nearest" is perceptual: in CIE LCh, a
-colour of little chroma is white or black by its lightness, any other takes the world colour of
-the nearest hue (lightness matters little: navy is a dark blue, not a black).
+"grass") and the 148 CSS4 names ("tomato", "ivory"). "Nearest" follows how people name colours:
+a colour of little chroma is white or black by its lightness (CIE LCh); any other takes the world
+colour that most of its nearest neighbours in CIE Lab carry, among the table's own names whose
+last word is a world colour ("navy blue", "pastel purple", "darkgreen"). The survey's answers
+draw the borders between hues better than distances to the world's eight RGB values do: lilac
+is a light purple to the people who named it, though its hue is nearer the world's blue.
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ from imggen.shapes.world import COLOURS
 _CHROMATIC = ("red", "orange", "yellow", "green", "blue", "purple")
 # Below this chroma a colour reads as grey: white or black by lightness. Pale tints (ivory,
 # cream) read as white, and what is darker than a lightness of 5 (midnight) as black.
-_GREY_CHROMA = 18.0
+_GREY_CHROMA = 14.0
 _PALE = (90.0, 35.0)  # lightness at least, chroma under
 _BLACK = 5.0
+# A name with another colour term in it ("blue green", "pink purple", CSS4's "yellowgreen")
+# names a mixture, not an example of its last word; "pinkish purple" is a purple.
+_OTHER_TERMS = {*_CHROMATIC, "pink", "brown", "grey", "gray", "white", "black", "violet"}
+_OTHER_TERMS |= {"teal", "turquoise", "magenta", "aqua", "cyan", "lavender", "olive", "maroon"}
+_OTHER_TERMS |= {"tan", "beige", "slate"}
+_NEIGHBOURS = 7
 
 
 def lch(rgb: Sequence[float]) -> tuple[float, float, float]:
@@ -43,29 +52,51 @@ def lch(rgb: Sequence[float]) -> tuple[float, float, float]:
     return 116 * fy - 16, math.hypot(a, b_), math.degrees(math.atan2(b_, a)) % 360
 
 
-def nearest_world_colour(rgb: Sequence[float]) -> str:
+def lab(rgb: Sequence[float]) -> tuple[float, float, float]:
     lightness, chroma, hue = lch(rgb)
+    return lightness, chroma * math.cos(math.radians(hue)), chroma * math.sin(math.radians(hue))
+
+
+def nearest_world_colour(rgb: Sequence[float]) -> str:
+    lightness, chroma, _ = lch(rgb)
     pale = lightness >= _PALE[0] and chroma < _PALE[1]
     if chroma < _GREY_CHROMA or pale or lightness < _BLACK:
         return "white" if lightness > 50 else "black"
-
-    def distance(name: str) -> float:
-        gap = abs(hue - _WORLD_HUES[name])
-        return min(gap, 360 - gap)
-
-    return min(_CHROMATIC, key=distance)
+    return vote(lab(rgb), examples())
 
 
-_WORLD_HUES = {name: lch(COLOURS[name])[2] for name in _CHROMATIC}
+def vote(
+    target: tuple[float, float, float], named: Sequence[tuple[tuple[float, float, float], str]]
+) -> str:
+    """The world colour of most of the nearest named points, the nearer counting more."""
+    nearest = sorted((math.dist(target, point), name) for point, name in named)
+    votes: dict[str, float] = {}
+    for distance, name in nearest[:_NEIGHBOURS]:
+        votes[name] = votes.get(name, 0.0) + 1 / (distance + 1e-3)
+    return max(votes, key=votes.__getitem__)
+
+
+@lru_cache(maxsize=1)
+def examples() -> list[tuple[tuple[float, float, float], str]]:
+    """(Lab, world colour) of the table's names that are examples of a chromatic world colour."""
+    examples = []
+    for name, rgb in colour_table().items():
+        words = name.split()
+        world = next((c for c in _CHROMATIC if words[-1].endswith(c)), None)
+        if world is None:
+            continue
+        # CSS4 runs its words together ("darkgreen", "yellowgreen").
+        run_together = words[-1].removesuffix(world)
+        mixture = _OTHER_TERMS.intersection(words[:-1]) or any(
+            term in run_together for term in _OTHER_TERMS
+        )
+        if not mixture:
+            examples.append((lab(rgb), world))
+    return examples
 
 
 def ranked_world_colours(rgb: Sequence[float]) -> list[str]:
     """The world's colours, the nearest first, then the rest by distance in CIE Lab."""
-
-    def lab(colour: Sequence[float]) -> tuple[float, float, float]:
-        lightness, chroma, hue = lch(colour)
-        return lightness, chroma * math.cos(math.radians(hue)), chroma * math.sin(math.radians(hue))
-
     nearest, target = nearest_world_colour(rgb), lab(rgb)
     others = sorted(
         (name for name in COLOURS if name != nearest),
@@ -102,7 +133,25 @@ def colour_mentions(text: str) -> list[tuple[int, list[str]]]:
         for start in range(len(words) - length + 1):
             span = range(start, start + length)
             name = " ".join(words[start : start + length])
+            if length == 1:
+                name = _named(name, table) or name
             if name in table and not taken.intersection(span):
                 found.append((span[-1], ranked_world_colours(table[name])))
                 taken.update(span)
     return sorted(found)
+
+
+def _named(word: str, table: dict[str, tuple[int, int, int]]) -> str | None:
+    """The table's name for ``word`` or for the word it is made from: "leafy" is the colour of
+    "leaf", "reddish" of "red", "rosy" of "rose"."""
+    if word in table:
+        return word
+    for suffix in ("ish", "y"):
+        stem = word.removesuffix(suffix)
+        if stem == word or len(stem) < 3:
+            continue
+        doubled = stem[:-1] if stem[-1] == stem[-2] else None  # "reddish"
+        for name in (stem, stem + "e", doubled):
+            if name in table:
+                return name
+    return None

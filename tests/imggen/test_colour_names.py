@@ -8,8 +8,9 @@ from imggen.shapes import COLOURS
 from imggen.shapes.colour_names import (
     colour_mentions,
     colour_table,
-    nearest_world_colour,
+    examples,
     ranked_world_colours,
+    vote,
 )
 from imggen.shapes.vocabulary import VocabularyMap, figure_and_ground
 
@@ -32,10 +33,26 @@ from imggen.shapes.vocabulary import VocabularyMap, figure_and_ground
         ("ivory", "white"),
         ("snow", "white"),
         ("charcoal", "black"),
+        ("lavender", "purple"),
+        # Words made from a colour name take its colour.
+        ("reddish", "red"),
+        ("bluish", "blue"),
+        ("snowy", "white"),
     ],
 )
 def test_named_colours_land_on_the_nearest_world_colour(name: str, world: str) -> None:
-    assert nearest_world_colour(colour_table()[name]) == world
+    assert [ranked[0] for _, ranked in colour_mentions(name)] == [world]
+
+
+def test_the_surveys_own_names_land_on_their_last_word() -> None:
+    """Each of the table's "<something> blue" names, taken out of the examples, is told blue by
+    the others: the borders between hues are the survey's."""
+    named = examples()
+    right = sum(
+        vote(point, named[:i] + named[i + 1 :]) == world for i, (point, world) in enumerate(named)
+    )
+    assert len(named) > 300
+    assert right / len(named) > 0.9
 
 
 def test_the_world_colours_are_their_own_nearest() -> None:
