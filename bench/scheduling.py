@@ -1,6 +1,7 @@
 """Scheduling: imggen against a plain diffusers loop over the same model folder, side by side.
 
     python -m bench.scheduling [--jobs 48] [--backlog 300] [--quick] [--latency-only]
+                               [--rounds-only] [--torch-compile]
 
 1. bulk throughput: the same bulk jobs through one default worker (every queue, concurrency 1)
    on Redis + PostgreSQL and on the embedded default, against a ``StableDiffusionPipeline`` loop
@@ -18,6 +19,11 @@ of the loop's two runs around it, and the tables give the median of the rounds' 
 their range.
 
 The model: the shapes model imggen ships (64x64, 25 steps, 2 images a job, guidance 4).
+
+``--torch-compile`` runs the workers with ``IMGGEN_TORCH_COMPILE=true`` and adds the loop a
+user would write with the same wrapping (``pipe.unet = torch.compile(pipe.unet)``) to table 1;
+the ratios stay against the plain loop. Each compiles at warm-up, before anything is timed.
+``--rounds-only`` runs tables 1 and 3 alone.
 
 One module, over 300 lines: the four tables share one pair of deployments and their helpers,
 and run as one command.
@@ -79,13 +85,19 @@ class Throughput:
         return self.jobs / self.seconds
 
 
-def plain_loop(model: Path, texts: list[str], per_call: int, out: Path) -> Throughput:
+def plain_loop(
+    model: Path, texts: list[str], per_call: int, out: Path, compile_unet: bool = False
+) -> Throughput:
     """What a short script does: one pipeline, ``per_call`` jobs (2 images each) a call."""
     pipe = StableDiffusionPipeline.from_pretrained(
         model, local_files_only=True, use_safetensors=True, safety_checker=None
     )
     pipe.set_progress_bar_config(disable=True)
-    pipe(texts[0], num_inference_steps=2, height=64, width=64)  # warm up
+    if compile_unet:
+        pipe.unet = torch.compile(pipe.unet)
+    # Warm up at the calls' own shape (what torch.compile compiles for).
+    warm = {"num_images_per_prompt": 2, "height": SHAPE["height"], "width": SHAPE["width"]}
+    pipe(texts[:per_call], num_inference_steps=2, **warm)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for first in range(0, len(texts), per_call):
@@ -103,6 +115,7 @@ def plain_loop(model: Path, texts: list[str], per_call: int, out: Path) -> Throu
         for seed, image in zip(seeds, images, strict=True):
             image.save(out / f"{seed}.png")
     label = f"plain diffusers loop, {per_call} job{'s' if per_call > 1 else ''} a call"
+    label += ", UNet in torch.compile" if compile_unet else ""
     return Throughput(label, len(texts), time.perf_counter() - started)
 
 
@@ -227,10 +240,11 @@ def _paired_row(path: Paired) -> list[str]:
 def tables(
     throughput: list[Paired],
     single: list[Paired],
-    latency: Latency,
-    submits: list[Throughput],
     rounds: int,
+    latency: Latency | None = None,
+    submits: list[Throughput] | None = None,
 ) -> list[Table]:
+    """Tables 1 and 3, and 2 and 4 where they were measured."""
     columns = ["path:", "jobs/s", "vs the loop", "jobs a denoise batch"]
     columns += [f"{stage} ms/job" for stage in STAGES]
     bulk = Table(
@@ -245,6 +259,8 @@ def tables(
         [c.replace("the loop", "the 1-job-a-call loop") for c in columns],
         [_paired_row(path) for path in single],
     )
+    if latency is None or submits is None:
+        return [bulk, one]
     rate = Table(
         "4. Submissions into PostgreSQL + Redis",
         ["path:", "jobs", "seconds", "jobs/s"],
@@ -290,6 +306,7 @@ class Round:
     root: Path
     bulk: list[str]
     single: list[str]
+    compile_unet: bool = False  # the workers compile; the loop is also run compiled
 
 
 def one_round(
@@ -301,20 +318,22 @@ def one_round(
     before = plain_loop(where.model, where.bulk, 4, root / "loop-4-before")
     one_before = plain_loop(where.model, where.single, 1, root / "single-before")
     bulk_runs, single_runs = [], []
+    worker = "one worker with torch.compile" if where.compile_unet else "one default worker"
     for i, (label, queue) in enumerate(where.queues.items()):
         offset = 100_000 * (n + 1) + 10_000 * i
-        bulk_runs.append(
-            through_queue(f"imggen, one default worker, {label}", queue, where.bulk, offset)
-        )
+        bulk_runs.append(through_queue(f"imggen, {worker}, {label}", queue, where.bulk, offset))
         single_runs.append(
             one_at_a_time(f"imggen submit().wait(), {label}", queue, where.single, offset + 5000)
         )
     after = plain_loop(where.model, where.bulk, 4, root / "loop-4-after")
     one_after = plain_loop(where.model, where.single, 1, root / "single-after")
     one_job = plain_loop(where.model, where.bulk, 1, root / "loop-1")
+    compiled = []
+    if where.compile_unet:
+        compiled.append(plain_loop(where.model, where.bulk, 4, root / "loop-4-compiled", True))
     reference = (before.jobs_per_s + after.jobs_per_s) / 2
     single_reference = (one_before.jobs_per_s + one_after.jobs_per_s) / 2
-    _record(throughput, [one_job, before, *bulk_runs], reference)
+    _record(throughput, [one_job, before, *compiled, *bulk_runs], reference)
     _record(single, [one_before, *single_runs], single_reference)
 
 
@@ -340,6 +359,10 @@ def main() -> None:
     parser.add_argument(
         "--latency-only", action="store_true", help="table 2 alone (one worker, no loop)"
     )
+    parser.add_argument("--rounds-only", action="store_true", help="tables 1 and 3 alone")
+    parser.add_argument(
+        "--torch-compile", action="store_true", help="workers and a loop with torch.compile"
+    )
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.single, args.backlog, args.samples, args.rounds = 8, 4, 16, 2, 1
@@ -356,7 +379,8 @@ def main() -> None:
         contextlib.ExitStack() as stack,
     ):
         root = Path(tmp)
-        queue = cluster(root, "default", PRETRAINED, redis_url, database_url)
+        compiling = {"torch_compile": "true"} if args.torch_compile else {}
+        queue = cluster(root, "default", PRETRAINED, redis_url, database_url, **compiling)
         stack.callback(queue.stop)
         queue.start_worker(concurrency=1)
         if args.latency_only:
@@ -369,7 +393,13 @@ def main() -> None:
         embedded_default = stack.enter_context(
             contextlib.contextmanager(with_worker)(
                 # The shipped polling interval (the test deployments poll faster).
-                embedded("embedded", root / "embedded", PRETRAINED, broker_polling_interval=POLL)
+                embedded(
+                    "embedded",
+                    root / "embedded",
+                    PRETRAINED,
+                    broker_polling_interval=POLL,
+                    **compiling,
+                )
             )
         )
         queues: dict[str, Any] = {
@@ -378,14 +408,22 @@ def main() -> None:
         }
         for running in queues.values():
             running.client.submit("warm up", seed=1, **SHAPE).wait(timeout=600)
-        where = Round(queues, PRETRAINED, root, texts, texts[: args.single])
+            if args.torch_compile:  # a full batch, the shape the rounds' batches compile for
+                warm_up = [{"prompt": text, "seed": i} for i, text in enumerate(texts)]
+                running.client.wait_batch(
+                    running.client.submit_batch(warm_up, name="warm up", **SHAPE), timeout=3600
+                )
+        where = Round(queues, PRETRAINED, root, texts, texts[: args.single], args.torch_compile)
         for n in range(args.rounds):
             one_round(n, where, throughput, single)
-        latency = interactive_latency(queue, args.backlog, args.samples)
-        submits = submission_rates(queue, args.submissions, args.batch_rows)
+        if not args.rounds_only:
+            latency = interactive_latency(queue, args.backlog, args.samples)
+            submits = submission_rates(queue, args.submissions, args.batch_rows)
     print(f"# imggen scheduling, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, shapes model")
+    print("# workers with torch.compile" if args.torch_compile else "# no torch.compile")
     bulk_paths, single_paths = list(throughput.values()), list(single.values())
-    for table in tables(bulk_paths, single_paths, latency, submits, args.rounds):
+    measured = () if args.rounds_only else (latency, submits)
+    for table in tables(bulk_paths, single_paths, args.rounds, *measured):
         print_table(table)
 
 

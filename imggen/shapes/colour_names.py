@@ -79,7 +79,7 @@ def vote(
 @lru_cache(maxsize=1)
 def examples() -> list[tuple[tuple[float, float, float], str]]:
     """(Lab, world colour) of the table's names that are examples of a chromatic world colour."""
-    examples = []
+    named = []
     for name, rgb in colour_table().items():
         words = name.split()
         world = next((c for c in _CHROMATIC if words[-1].endswith(c)), None)
@@ -91,8 +91,8 @@ def examples() -> list[tuple[tuple[float, float, float], str]]:
             term in run_together for term in _OTHER_TERMS
         )
         if not mixture:
-            examples.append((lab(rgb), world))
-    return examples
+            named.append((lab(rgb), world))
+    return named
 
 
 def ranked_world_colours(rgb: Sequence[float]) -> list[str]:
