@@ -91,6 +91,11 @@ class WorkerSettings(Settings):
     torch_compile: bool = False
     """Wrap each UNet in ``torch.compile`` (the first batches of each shape are slow)."""
 
+    reuse_freed_memory: bool = True
+    """Keep the memory the models free in the process for their next allocations (glibc: large
+    blocks from the heap, never trimmed; see ``worker/allocator.py``): on the CPU, a denoise
+    otherwise spends a quarter of its time faulting in fresh pages. Off: glibc's defaults."""
+
     # Attempts, leases and recovery.
     stage_max_attempts: int = 5
     """Attempts per stage before the job fails (a worker killed mid-stage counts as one)."""

@@ -15,7 +15,7 @@ from producer.outbox import add_message
 from producer.spec import validate_spec
 from worker.queue.claims import Claimed, Refusal, Refused, claim_stage
 from worker.queue.commits import commit_stage, record_failure
-from worker.queue.leases import renew_lease
+from worker.queue.leases import renew_lease, restart_lease
 from worker.queue.selection import claim_companions
 
 LEASE = dict(lease_seconds=60.0, max_attempts=3)
@@ -226,3 +226,27 @@ def test_a_companion_claimed_into_a_batch_drops_its_unsent_message(db: str) -> N
     with session_scope(db) as session:
         left = session.execute(select(OutboxMessage.job_id, OutboxMessage.stage)).all()
     assert [tuple(row) for row in left] == [(primary, "denoise")]
+
+
+def test_a_claim_that_waited_its_turn_starts_its_lease_and_time_when_it_runs(db: str) -> None:
+    job_id = _new_job(db)
+    with session_scope(db) as session:
+        claim = claim_stage(session, job_id, "expand", **LEASE)
+        assert isinstance(claim, Claimed)
+        # It waited behind other work in the claiming process: its lease nearly ran out.
+        long_ago = utcnow() - timedelta(seconds=50)
+        session.execute(
+            update(StageRun)
+            .where(StageRun.job_id == job_id, StageRun.stage == "expand")
+            .values(started_at=long_ago, lease_expires_at=long_ago + timedelta(seconds=60))
+        )
+    with session_scope(db) as session:
+        assert restart_lease(session, job_id, "expand", claim.token, 60.0)
+        assert not restart_lease(session, job_id, "expand", "someone else's token", 60.0)
+    run = _stage(db, job_id, "expand")
+    assert run.started_at is not None and run.lease_expires_at is not None
+    assert (run.lease_expires_at - run.started_at).total_seconds() == 60
+    with session_scope(db) as session:
+        result = commit_stage(session, job_id, "expand", claim.token, {"prompt": "a fox"})
+        assert result == "encode"
+    assert (_stage(db, job_id, "expand").duration_s or 99) < 5  # not the 50 s it waited

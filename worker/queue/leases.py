@@ -71,6 +71,20 @@ def renew_lease(
     return bool(touched.rowcount)
 
 
+_START_RUN = _RENEW_RUN.values(started_at=bindparam("now"))
+
+
+def restart_lease(
+    session: Session, job_id: str, stage: str, token: str, lease_seconds: float
+) -> bool:
+    """A claimed stage that waited its turn in this process starts now: its lease runs from
+    now, and so does its time (the wait was not the stage's). False if the lease was lost."""
+    now = utcnow()
+    values = {"job": job_id, "stage_name": stage, "token": token, "now": now}
+    values["expires"] = now + timedelta(seconds=lease_seconds)
+    return bool(session.connection().execute(_START_RUN, values).rowcount)
+
+
 def stage_run(session: Session, job_id: str, stage: str) -> StageRun | None:
     return session.scalars(
         select(StageRun).where(StageRun.job_id == job_id, StageRun.stage == stage)

@@ -35,6 +35,7 @@ from worker import heartbeat
 from worker.queue import giving_way, handoff, measures
 from worker.queue.claims import Claimed, Refusal, Refused
 from worker.queue.commits import commit_stage, record_failure
+from worker.queue.leases import renew_lease, restart_lease
 from worker.queue.monitor import BULK_PROGRESS_INTERVAL_S, PROGRESS_INTERVAL_S, StageMonitor
 from worker.queue.retry import Fail, FailureKind, decide
 from worker.queue.selection import Batching, claim_companions, claim_next
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Outcome:
     status: str  # succeeded, aborted, failed or retrying
-    chained: Claimed | None = None  # the job's next stage, claimed to run here next
+    # The next stages of the run's jobs, claimed to run here next, in order.
+    chained: tuple[Claimed, ...] = ()
 
 
 def run_stage(task: Task, stage: str, job_id: str) -> str:
@@ -68,10 +70,57 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         log.info("job %s %s: not run (%s)", job_id, stage, claim.reason.value)
         return claim.reason.value
     outcome = _run_claimed(task, runtime, claim, started, chained=False)
-    first = outcome.status
-    while outcome.chained is not None:
-        outcome = _run_claimed(task, runtime, outcome.chained, started, chained=True)
+    first, pending = outcome.status, list(outcome.chained)
+    # Whether pending[0] was claimed by the run just before (the others have waited their turn).
+    fresh = True
+    renewed = time.monotonic()  # when the waiting claims' leases were taken or last renewed
+    interactive_waits = giving_way.check(task, runtime)
+    while pending:
+        if len(pending) > 1 and interactive_waits():
+            pending, fresh = _make_way(task, runtime, pending), True
+            continue
+        quarter = runtime.settings.stage_lease_seconds / 4  # as heartbeats renew a running one
+        renew = len(pending) > 1 and time.monotonic() - renewed > quarter
+        if renew or not fresh:
+            pending = _take_turn(runtime, pending, restart=not fresh, renew=renew)
+            renewed = time.monotonic() if renew else renewed
+            if not pending:
+                break
+        outcome = _run_claimed(task, runtime, pending.pop(0), started, chained=True)
+        pending[:0] = outcome.chained  # a job's own next stage before the other jobs'
+        fresh = bool(outcome.chained)
     return first
+
+
+def _take_turn(
+    runtime: Runtime, claims: list[Claimed], *, restart: bool, renew: bool
+) -> list[Claimed]:
+    """Before the first of ``claims`` runs here: with ``restart``, its lease and its time start
+    now (it waited its turn); with ``renew``, the leases of those still waiting are renewed (a
+    lease is renewed as its stage runs, not before). Those whose lease was lost are someone
+    else's now: left out."""
+    settings = runtime.settings
+
+    def turn(session: Session) -> list[Claimed]:
+        held: list[Claimed] = []
+        for claim in claims:
+            keep = restart_lease if restart and not held else renew_lease if renew else None
+            lease = (claim.job.id, claim.stage, claim.token, settings.stage_lease_seconds)
+            if keep is None or keep(session, *lease):
+                held.append(claim)
+        return held
+
+    return in_transaction(settings.resolved_database_url, turn)
+
+
+def _make_way(task: Task, runtime: Runtime, pending: list[Claimed]) -> list[Claimed]:
+    """A batch's jobs still to run here go back to their queue (their attempts not spent) and
+    the interactive work waiting runs here first: what ``pending`` becomes."""
+    bulk = [claim for claim in pending if claim.job.lane != "interactive"]
+    giving_way.give_way(task, runtime, [(claim, 0) for claim in bulk])
+    interactive = giving_way.claim_interactive(task, runtime)
+    kept = [claim for claim in pending if claim not in bulk]
+    return kept + ([interactive] if interactive is not None else [])
 
 
 def _run_claimed(
@@ -191,10 +240,11 @@ def _work(task: Task, runtime: Runtime, batch: list[Claimed]) -> Results:
 def _commit_and_hand_off(
     task: Task, runtime: Runtime, batch: list[Claimed], results: Results, *, chain: bool
 ) -> Outcome:
-    """Commit each job of the run under its lease, then send or chain its next stage. Only the
-    first job (the one this task is for) may chain: its companions' next stages are messages."""
+    """Commit each job of the run under its lease, then send or chain its next stage. Every job
+    of a batch may chain: its companions' next stages then run here after the first job's, not
+    as a message each (``run_stage`` hands them back when interactive work comes)."""
     settings = runtime.settings
-    primary, status, chained = batch[0], "succeeded", None
+    primary, status, chained = batch[0], "succeeded", []
     # Those that gave way first: the interactive work they gave way to waits on them.
     gave_way = [
         (claim, result.step)
@@ -205,7 +255,9 @@ def _commit_and_hand_off(
         giving_way.give_way(task, runtime, gave_way)
     if isinstance(results[primary.job.id], StageYielded):
         # This process is free now: the interactive work it gave way to runs here next.
-        status, chained = "yielded", giving_way.claim_interactive(task, runtime)
+        status, interactive = "yielded", giving_way.claim_interactive(task, runtime)
+        chained = [interactive] if interactive is not None else []
+        chain = False
     for claim in batch:
         result = results[claim.job.id]
         if isinstance(result, StageAborted):
@@ -214,7 +266,7 @@ def _commit_and_hand_off(
             continue
         if isinstance(result, StageYielded):
             continue
-        following = _commit(runtime, claim, result, chain=chain and claim is primary)
+        following = _commit(runtime, claim, result, chain=chain)
         notify(settings.resolved_redis_url, claim.job.id)
         if following is None:
             continue  # the job is done, or this worker was fenced out
@@ -223,10 +275,10 @@ def _commit_and_hand_off(
         for uri, value in result.artifacts.items():
             runtime.handover.offer(uri, value)
         if following.claimed is not None:
-            chained = following.claimed
+            chained.append(following.claimed)
         else:
             handoff.send(settings.resolved_database_url, task.app, claim.job.id, following.stage)
-    return Outcome(status, chained)
+    return Outcome(status, tuple(chained))
 
 
 def _commit(

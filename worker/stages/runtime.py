@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 from producer.artifacts import ArtifactStore
 from producer.metrics import MODEL_LOAD
 from producer.spec import LoraRef
+from worker.allocator import keep_freed_memory
 from worker.settings import WorkerSettings, get_worker_settings
 
 T = TypeVar("T")
@@ -77,6 +78,9 @@ class Runtime:
             from imggen import ModelCache
 
             settings = self.settings
+            if settings.reuse_freed_memory:
+                # Before the first model allocates; the policy holds for the process's life.
+                keep_freed_memory()
             self._models = ModelCache(
                 settings.device,
                 settings.dtype,
