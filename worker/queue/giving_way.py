@@ -118,6 +118,16 @@ def claim_interactive(task: Task, runtime: Runtime) -> Claimed | None:
         return None
 
 
+def make_way(task: Task, runtime: Runtime, pending: list[Claimed]) -> list[Claimed]:
+    """A batch's jobs still to run here go back to their queue (their attempts not spent) and
+    the interactive work waiting runs here first: what ``pending`` becomes."""
+    bulk = [claim for claim in pending if claim.job.lane != "interactive"]
+    give_way(task, runtime, [(claim, 0) for claim in bulk])
+    interactive = claim_interactive(task, runtime)
+    kept = [claim for claim in pending if claim not in bulk]
+    return kept + ([interactive] if interactive is not None else [])
+
+
 def _served(task: Task) -> list[str]:
     """The stages whose queues this worker consumes."""
     return [stage for stage in STAGES if queue_name(stage) in task.app.amqp.queues.consume_from]

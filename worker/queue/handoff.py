@@ -19,10 +19,12 @@ from datetime import timedelta
 from celery import Celery, Task
 from sqlalchemy.orm import Session
 
+from producer.db import in_transaction
 from producer.models import utcnow
 from producer.outbox import add_message, publish_now
 from producer.pipeline import queue_name
 from worker.queue.claims import Claimed, claim_stage
+from worker.queue.leases import renew_lease, restart_lease
 from worker.settings import WorkerSettings
 from worker.stages import STAGES
 
@@ -68,6 +70,26 @@ def hand_on(
             return Next(stage, claim)
     add_message(session, job_id, stage)
     return Next(stage, None)
+
+
+def take_turn(
+    settings: WorkerSettings, claims: list[Claimed], *, restart: bool, renew: bool
+) -> list[Claimed]:
+    """Before the first of ``claims`` runs here: with ``restart``, its lease and its time start
+    now (it waited its turn); with ``renew``, the leases of those still waiting are renewed (a
+    lease is renewed as its stage runs, not before). Those whose lease was lost are someone
+    else's now: left out."""
+
+    def turn(session: Session) -> list[Claimed]:
+        held: list[Claimed] = []
+        for claim in claims:
+            keep = restart_lease if restart and not held else renew_lease if renew else None
+            lease = (claim.job.id, claim.stage, claim.token, settings.stage_lease_seconds)
+            if keep is None or keep(session, *lease):
+                held.append(claim)
+        return held
+
+    return in_transaction(settings.resolved_database_url, turn)
 
 
 def send(database_url: str, app: Celery, job_id: str, stage: str) -> None:

@@ -10,6 +10,9 @@
 
 A failed attempt is settled by the retry policy (``retry.decide``): the job fails, or the stage
 runs again after a backoff. The Celery tasks only call ``run_stage``.
+
+One module, over 300 lines: the steps read in order, each a short function that calls the
+module owning that step.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from worker import heartbeat
 from worker.queue import giving_way, handoff, measures
 from worker.queue.claims import Claimed, Refusal, Refused
 from worker.queue.commits import commit_stage, record_failure
-from worker.queue.leases import renew_lease, restart_lease
 from worker.queue.monitor import BULK_PROGRESS_INTERVAL_S, PROGRESS_INTERVAL_S, StageMonitor
 from worker.queue.retry import Fail, FailureKind, decide
 from worker.queue.selection import Batching, claim_companions, claim_next
@@ -77,12 +79,12 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
     interactive_waits = giving_way.check(task, runtime)
     while pending:
         if len(pending) > 1 and interactive_waits():
-            pending, fresh = _make_way(task, runtime, pending), True
+            pending, fresh = giving_way.make_way(task, runtime, pending), True
             continue
         quarter = runtime.settings.stage_lease_seconds / 4  # as heartbeats renew a running one
         renew = len(pending) > 1 and time.monotonic() - renewed > quarter
         if renew or not fresh:
-            pending = _take_turn(runtime, pending, restart=not fresh, renew=renew)
+            pending = handoff.take_turn(runtime.settings, pending, restart=not fresh, renew=renew)
             renewed = time.monotonic() if renew else renewed
             if not pending:
                 break
@@ -90,37 +92,6 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
         pending[:0] = outcome.chained  # a job's own next stage before the other jobs'
         fresh = bool(outcome.chained)
     return first
-
-
-def _take_turn(
-    runtime: Runtime, claims: list[Claimed], *, restart: bool, renew: bool
-) -> list[Claimed]:
-    """Before the first of ``claims`` runs here: with ``restart``, its lease and its time start
-    now (it waited its turn); with ``renew``, the leases of those still waiting are renewed (a
-    lease is renewed as its stage runs, not before). Those whose lease was lost are someone
-    else's now: left out."""
-    settings = runtime.settings
-
-    def turn(session: Session) -> list[Claimed]:
-        held: list[Claimed] = []
-        for claim in claims:
-            keep = restart_lease if restart and not held else renew_lease if renew else None
-            lease = (claim.job.id, claim.stage, claim.token, settings.stage_lease_seconds)
-            if keep is None or keep(session, *lease):
-                held.append(claim)
-        return held
-
-    return in_transaction(settings.resolved_database_url, turn)
-
-
-def _make_way(task: Task, runtime: Runtime, pending: list[Claimed]) -> list[Claimed]:
-    """A batch's jobs still to run here go back to their queue (their attempts not spent) and
-    the interactive work waiting runs here first: what ``pending`` becomes."""
-    bulk = [claim for claim in pending if claim.job.lane != "interactive"]
-    giving_way.give_way(task, runtime, [(claim, 0) for claim in bulk])
-    interactive = giving_way.claim_interactive(task, runtime)
-    kept = [claim for claim in pending if claim not in bulk]
-    return kept + ([interactive] if interactive is not None else [])
 
 
 def _run_claimed(
