@@ -76,12 +76,12 @@ def run_stage(task: Task, stage: str, job_id: str) -> str:
     # Whether pending[0] was claimed by the run just before (the others have waited their turn).
     fresh = True
     renewed = time.monotonic()  # when the waiting claims' leases were taken or last renewed
+    quarter = runtime.settings.stage_lease_seconds / 4  # as heartbeats renew a running one
     interactive_waits = giving_way.check(task, runtime)
     while pending:
         if len(pending) > 1 and interactive_waits():
             pending, fresh = giving_way.make_way(task, runtime, pending), True
             continue
-        quarter = runtime.settings.stage_lease_seconds / 4  # as heartbeats renew a running one
         renew = len(pending) > 1 and time.monotonic() - renewed > quarter
         if renew or not fresh:
             pending = handoff.take_turn(runtime.settings, pending, restart=not fresh, renew=renew)
