@@ -5,6 +5,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 WORKDIR /app
 # PyPI's torch wheels for Linux carry their CUDA libraries: the GPU needs only the host driver.
 RUN pip install --no-cache-dir "torch>=2.4"
+# WordNet's database (/usr/share/wordnet): definitions for the shapes model's vocabulary mapping.
+RUN apt-get update && apt-get install -y --no-install-recommends wordnet-base \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY imggen imggen
 COPY producer producer

@@ -8,8 +8,10 @@ latency, and the GPU time canonical prompts save.
    templates of ``bench.quality`` ("ruby ball over a lime surface") and a set in everyday word
    order ("beneath a coal-black sky, a small lemon disc"). The share whose mapping names the
    right colour, shape, background and all three, for the colour table alone, the sentence
-   embedder alone, the language model alone, and all of them. No images: table 3 of
-   ``bench.quality`` draws them.
+   embedder alone, the dictionary (WordNet, where installed) alone, the language model alone,
+   and together. No images: table 3 of ``bench.quality`` draws them. Then (1b) each source on
+   words that neither the paraphrases nor the mapping use, which tells what generalizes from
+   what fits the bench's words.
 2. **Expand latency**: p50/p95 of the expand work per prompt: mapping with and without the
    language model; SmolLM2 expanding real prompts (the first PartiPrompts, or built-in ones),
    the first time and from the cache of model outputs; no language model at all.
@@ -42,6 +44,7 @@ from bench.quality import PARTS, paraphrase, through_queue
 from imggen.aux_models import LanguageModel, load_sentence_embedder, packaged_sentence_embedder
 from imggen.gguf_import import PACKAGED
 from imggen.shapes import PRETRAINED, Scene, all_scenes, parse_caption
+from imggen.shapes.dictionary import installed_dictionary
 from imggen.shapes.vocabulary import VocabularyMap
 from producer.settings import get_settings
 from worker.stages.runtime import ModelOutputs
@@ -53,6 +56,24 @@ EVERYDAY = [
     "a {b} {g} with a {c} {s}",
     "a {s} in {c}, set against {b}",
 ]
+# Words of plain colour and shape that neither bench.quality's lists nor the mapping use, to
+# tell what generalizes from what fits the bench's words.
+HELD_OUT_COLOURS = {
+    "red": ["poppy", "ketchup", "lipstick", "cranberry", "garnet", "fire-truck", "strawberry"],
+    "orange": ["clementine", "mandarin", "persimmon", "ember", "copper", "traffic-cone", "rust"],
+    "yellow": ["banana", "sunshine", "daffodil", "buttercup", "dandelion", "yolk", "taxi"],
+    "green": ["moss", "pine", "spinach", "clover", "pea", "cucumber", "fern", "frog"],
+    "blue": ["sky", "sea", "denim", "blueberry", "cornflower", "cerulean", "bluebird"],
+    "purple": ["lavender", "aubergine", "eggplant", "orchid", "heather", "iris", "wisteria"],
+    "white": ["snowy", "frost", "bone", "cream", "paper", "cotton", "milky", "salt", "swan"],
+    "black": ["soot", "tar", "raven", "crow", "charcoal", "onyx", "jet", "coal", "night"],
+}
+HELD_OUT_SHAPES = {
+    "circle": ["ring", "hoop", "sphere", "coin", "wheel", "bubble", "marble", "moon", "button"],
+    "square": ["crate", "brick", "slab", "panel", "dice", "rectangle", "board", "plaque", "stamp"],
+    "triangle": ["tent", "cone", "sail", "spearhead", "pennant", "delta", "fin", "gable", "prism"],
+    "cross": ["crucifix", "saltire", "crossroads", "intersection", "asterisk", "ankh", "x"],
+}
 REAL_PROMPTS = [
     "a red fox in the snow",
     "a lighthouse on a cliff at dusk",
@@ -66,19 +87,33 @@ def everyday(scene: Scene, rng: random.Random) -> str:
     return paraphrase(scene, rng, EVERYDAY)
 
 
-def mapping_by_source(language_model: LanguageModel | None, scenes: Sequence[Scene]) -> Table:
+def vocabulary_maps(language_model: LanguageModel | None) -> dict[str, VocabularyMap]:
+    """Each source alone, then together, as far as the machine has them."""
     embedder = load_sentence_embedder(_packaged_embedder(), "cpu")
     likelihood = language_model.likelihood if language_model else None
+    dictionary = installed_dictionary()
     sources: dict[str, VocabularyMap] = {
         "colour table alone": VocabularyMap(),
         "sentence embedder alone": VocabularyMap(embedder.embed, colour_table=False),
         "table + embedder": VocabularyMap(embedder.embed),
     }
+    if dictionary is not None:
+        sources["dictionary alone"] = VocabularyMap(colour_table=False, dictionary=dictionary)
+        sources["table + dictionary"] = VocabularyMap(dictionary=dictionary)
+        sources["table + dictionary + embedder"] = VocabularyMap(
+            embedder.embed, dictionary=dictionary
+        )
     if likelihood is not None:
         sources["language model alone"] = VocabularyMap(likelihood=likelihood, colour_table=False)
-        sources["all: table + embedder + language model"] = VocabularyMap(
-            embedder.embed, likelihood
+        sources["table + embedder + language model"] = VocabularyMap(embedder.embed, likelihood)
+    if likelihood is not None and dictionary is not None:
+        sources["all: table + dictionary + embedder + language model"] = VocabularyMap(
+            embedder.embed, likelihood, dictionary=dictionary
         )
+    return sources
+
+
+def mapping_by_source(sources: dict[str, VocabularyMap], scenes: Sequence[Scene]) -> Table:
     sets = {
         "bench.quality templates": [paraphrase(s, random.Random(i)) for i, s in enumerate(scenes)],
         "everyday word order": [everyday(s, random.Random(i)) for i, s in enumerate(scenes)],
@@ -105,20 +140,54 @@ def mapping_by_source(language_model: LanguageModel | None, scenes: Sequence[Sce
     )
 
 
+def held_out_words(sources: dict[str, VocabularyMap]) -> Table:
+    """Each source on words of neither bench.quality's lists nor the mapping's: how far what
+    the paraphrases measure holds for other words."""
+    colours = [(w, c) for c, words in HELD_OUT_COLOURS.items() for w in words]
+    shapes = [(w, s) for s, words in HELD_OUT_SHAPES.items() for w in words]
+    rows = []
+    for label, vocabulary in sources.items():
+        right = []
+        for cases, prompt, part in (
+            (colours, "a {} square on a white background", "colour"),
+            (shapes, "a red {} on a white background", "shape"),
+        ):
+            mappings = [vocabulary.map(prompt.format(word)) for word, _ in cases]
+            right.append(
+                sum(
+                    m is not None and getattr(m.scene, part) == want
+                    for m, (_, want) in zip(mappings, cases, strict=True)
+                )
+            )
+        rows.append([label, f"{right[0]}/{len(colours)}", f"{right[1]}/{len(shapes)}"])
+    return Table(
+        "1b. Words neither list uses, by source: the figure's colour, then its shape",
+        ["source:", "colour words right", "shape words right"],
+        rows,
+    )
+
+
 def expand_latency(
     language_model: LanguageModel | None, prompts_file: Path | None, count: int
 ) -> Table:
     rng = random.Random(1)
     shapes_prompts = [paraphrase(s, rng) for s in rng.sample(all_scenes(), count)]
     embedder = load_sentence_embedder(_packaged_embedder(), "cpu")
+    dictionary = installed_dictionary()
+    table = "table + dictionary + embedder" if dictionary else "table + embedder"
     cases: list[tuple[str, Sequence[str], Callable[[str], object]]] = [
-        ("shapes: table + embedder", shapes_prompts, VocabularyMap(embedder.embed).map),
+        (
+            f"shapes: {table}",
+            shapes_prompts,
+            VocabularyMap(embedder.embed, dictionary=dictionary).map,
+        ),
     ]
     real = _real_prompts(prompts_file)
     cases.append(("real prompts: no language model", real, imggen.expand))
     if language_model is not None:
-        mapping = VocabularyMap(embedder.embed, language_model.likelihood)
-        cases.append(("shapes: table + embedder + language model", shapes_prompts, mapping.map))
+        likelihood = language_model.likelihood
+        mapping = VocabularyMap(embedder.embed, likelihood, dictionary=dictionary)
+        cases.append((f"shapes: {table} + language model", shapes_prompts, mapping.map))
         outputs = ModelOutputs(len(real))
 
         def expand_cached(prompt: str) -> object:
@@ -231,7 +300,9 @@ def main() -> None:
     )
     scenes = all_scenes()[:8] if args.quick else all_scenes()
     if "mapping" in only:
-        print_table(mapping_by_source(language_model, scenes))
+        sources = vocabulary_maps(language_model)
+        print_table(mapping_by_source(sources, scenes))
+        print_table(held_out_words(sources))
     if "latency" in only:
         print_table(expand_latency(language_model, args.prompts, 8 if args.quick else 40))
     if "canonical" in only:

@@ -10,7 +10,8 @@ Three tables, every image read by the checker in ``imggen.shapes`` (exact on ren
    what approximate caching costs in quality.
 3. Paraphrases the model never saw ("a cherry-red ball on a cloud-white field"), through the
    queue with the expand stage's mapping off (canonical prompts off), by the colour table and
-   the sentence embedder, and with the language model too (``--language-model``).
+   the sentence embedder, with the dictionary (WordNet, where installed), and with the language
+   model too (``--language-model``).
    ``bench.language`` gives each source's share of the mapping alone.
 """
 
@@ -32,6 +33,7 @@ from PIL import Image
 
 import imggen
 from imggen.shapes import PRETRAINED, Scene, adherence, all_scenes, caption, parse_caption
+from imggen.shapes.dictionary import installed_dictionary
 from imggen.stages.denoise import DenoiseItem, denoise_batch
 from migrations import upgrade
 from testbed.deployments import embedded
@@ -217,12 +219,12 @@ def main() -> None:
             print("|---|---:|---:|---:|---:|---:|")
             runs = {
                 "off": {"canonical_prompts": "false"},
-                "table + embedder": {"expand_model": "none"},
+                "table + embedder": {"expand_model": "none", "wordnet": "none"},
             }
+            if installed_dictionary() is not None:
+                runs["table + dictionary + embedder"] = {"expand_model": "none"}
             if args.language_model is not None:
-                runs["table + embedder + language model"] = {
-                    "expand_model": str(args.language_model)
-                }
+                runs["all, with the language model"] = {"expand_model": str(args.language_model)}
             for label, extra in runs.items():
                 values, infos = through_queue(
                     root / f"para-{label.replace(' ', '')}",

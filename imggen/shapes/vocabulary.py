@@ -8,6 +8,11 @@
    first clause is the figure ("ruby ball, lime surface").
 2. **Each part's colour and the figure's shape**, from the sources given, each best at one thing:
    - the colour-name table (``colour_names``): a named colour decides its part's colour;
+   - the dictionary (``dictionary``, WordNet) for the words the table does not name: a
+     definition that states a colour in the world's terms ("carrot": "deep orange edible
+     root"), or names one of the world's shapes or an adjective WordNet derives from one
+     ("wedge": "any shape that is triangular in cross section"), decides, the more frequent
+     senses counting more;
    - the sentence embedder: similarity of the part's words to the world's words, each phrased
      a few ways ("the color of X", "a X thing") and averaged, which steadies it on single words;
    - the language model: the likelihood of the part's words as another word for each candidate
@@ -16,18 +21,21 @@
    The world's own words decide where they appear; the other sources' log-probabilities over
    the candidates are added.
 
-Nothing here knows a synonym list: the table, the embedder and the language model are all.
+Nothing here knows a synonym list: the table, the dictionary, the embedder and the language
+model are all.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from imggen.shapes.colour_names import colour_mentions
+from imggen.shapes.colour_names import colour_mentions, colour_spans, lab
+from imggen.shapes.dictionary import NOUN_SHAPE, Dictionary
 from imggen.shapes.world import COLOURS, SHAPES, Scene, caption, parse_caption
 
 Embed = Callable[[Sequence[str]], torch.Tensor]  # texts -> unit rows
@@ -50,6 +58,9 @@ _FILLER |= {"colour", "color", "set", "shade", "painted", "coloured", "colored"}
 # a few hundredths.
 _EMBED_TEMPERATURE = 0.05
 _DECIDED = 30.0  # the log-probability margin of a word the world or the table knows
+# How many of a word's most frequent senses the dictionary reads, as a noun and as an adjective:
+# "pearl" is a colour in its second.
+_SENSES = {"colour": 3, "shape": 2}
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,18 @@ class VocabularyMap:
         likelihood: Likelihood | None = None,
         *,
         colour_table: bool = True,
+        dictionary: Dictionary | None = None,
     ) -> None:
         self._embed = embed
         self._likelihood = likelihood
         self._table = colour_table
+        self._dictionary = dictionary
+        # The words that name each shape in a definition: "triangle", "triangles", "triangular".
+        self._shape_words = {
+            shape: {shape, f"{shape}s"}
+            | (dictionary.derived_adjectives(shape, NOUN_SHAPE) if dictionary else set())
+            for shape in SHAPES
+        }
         self._colours = self._shapes = None
         if embed is not None:
             self._colours = self._phrased(list(COLOURS), _COLOUR_PHRASINGS)
@@ -111,10 +130,13 @@ class VocabularyMap:
     def _colour(self, text: str, sources: set[str]) -> torch.Tensor:
         words = _words(text)
         named = [word for word in words if word in COLOURS]
-        mentions = colour_mentions(text) if self._table else []
+        spans = colour_spans(text) if self._table else []
+        mentions = [(span[-1], ranking, "table") for span, ranking in spans]
+        mentions += self._defined_colours(text, {i for span, _ in spans for i in span})
         if mentions:
-            sources.add("table")
-            return _ranked(list(COLOURS), _colour_of(mentions, text))
+            ranking, source = _colour_of(sorted(mentions), text)
+            sources.add(source)
+            return _ranked(list(COLOURS), ranking)
         if named:
             sources.add("world words")
             return _ranked(list(COLOURS), named[:1])
@@ -126,8 +148,51 @@ class VocabularyMap:
         if named:
             sources.add("world words")
             return _ranked(list(SHAPES), named[-1:])
-        head = _without_colours(words) if self._table else words
+        head = [word for word in words if not self._names_colour(word)]
+        defined = self._defined_shape(head)
+        if defined:
+            sources.add("dictionary")
+            return _ranked(list(SHAPES), defined)
         return self._guess(head, _SHAPE_GUESS, self._shapes, sources)
+
+    def _defined_colours(self, text: str, named: set[int]) -> list[tuple[int, list[str], str]]:
+        """(index, the world's colours nearest first, "dictionary") of each word the table
+        does not name whose definitions state a colour in the world's colour terms: "deep
+        orange", "whitish"; not "fired clay", which the table would read as a colour."""
+        if self._dictionary is None:
+            return []
+        found = []
+        for index, word in enumerate(re.findall(r"[a-z]+", text.lower())):
+            if index in named or word in _FILLER:
+                continue
+            votes: dict[str, float] = {}
+            for sense in self._dictionary.senses(word, most=_SENSES["colour"]):
+                stated = _colour_terms(sense.definition)
+                if stated:
+                    votes[stated[0]] = votes.get(stated[0], 0.0) + 1 / (1 + sense.rank)
+            if votes:
+                colour = max(votes, key=votes.__getitem__)
+                found.append((index, _nearest_first(colour), "dictionary"))
+        return found
+
+    def _defined_shape(self, words: Sequence[str]) -> list[str]:
+        """The world's shapes that the words' definitions name, the most voted first."""
+        if self._dictionary is None:
+            return []
+        votes = dict.fromkeys(SHAPES, 0.0)
+        for word in words:
+            for sense in self._dictionary.senses(word, most=_SENSES["shape"]):
+                for token in _WORD.findall(sense.definition.lower()):
+                    for shape, names in self._shape_words.items():
+                        votes[shape] += (token in names) / (1 + sense.rank)
+        if not any(votes.values()):
+            return []
+        return sorted(SHAPES, key=lambda shape: -votes[shape])
+
+    def _names_colour(self, word: str) -> bool:
+        """Whether ``word`` is a colour name of the table or a word the dictionary gives a
+        colour ("ball" of "cherry-red ball" is not; "carrot" of "carrot wedge" is)."""
+        return bool((self._table and colour_mentions(word)) or self._defined_colours(word, set()))
 
     def _guess(
         self, words: Sequence[str], guess: _Guess, anchors: torch.Tensor | None, sources: set[str]
@@ -181,12 +246,20 @@ def figure_and_ground(prompt: str) -> tuple[str, str] | None:
     return figure, ground
 
 
-def _colour_of(mentions: Sequence[tuple[int, list[str]]], text: str) -> list[str]:
+def _colour_of(mentions: Sequence[tuple[int, list[str], str]], text: str) -> tuple[list[str], str]:
     """The mention that modifies a word (the "black" of "black sky") before the last word's own
-    ("sky"), which names the colour only when nothing else does."""
+    ("sky"), which names the colour only when nothing else does; and its source. Among
+    modifiers the table's names come first: "dark" is defined as "shadowed or black", but a
+    "dark tangerine" is orange."""
     last = len(re.findall(r"[a-z]+", text.lower())) - 1
-    modifiers = [colour for index, colour in mentions if index < last]
-    return (modifiers or [mentions[-1][1]])[0]
+    modifiers = [
+        (source != "table", index, colour, source)
+        for index, colour, source in mentions
+        if index < last
+    ]
+    if modifiers:
+        return min(modifiers)[2:]
+    return mentions[-1][1], mentions[-1][2]
 
 
 def _ranked(candidates: Sequence[str], ranking: Sequence[str]) -> torch.Tensor:
@@ -196,13 +269,24 @@ def _ranked(candidates: Sequence[str], ranking: Sequence[str]) -> torch.Tensor:
     return torch.tensor(scores, dtype=torch.float32)
 
 
+def _colour_terms(text: str) -> list[str]:
+    """The world's colours that ``text`` names by their own words or their "-ish" forms
+    ("reddish", "whitish")."""
+    terms = []
+    for word in re.findall(r"[a-z]+", text.lower()):
+        stem = word.removesuffix("ish")
+        forms = (word,) if stem == word else (stem, stem + "e", stem[:-1])
+        terms += [form for form in forms if form in COLOURS][:1]
+    return terms
+
+
+def _nearest_first(colour: str) -> list[str]:
+    """The world's colours, ``colour`` first and the rest by their distance from it."""
+    return sorted(COLOURS, key=lambda name: math.dist(lab(COLOURS[name]), lab(COLOURS[colour])))
+
+
 def _words(text: str) -> list[str]:
     return [word for word in _WORD.findall(text.lower()) if word not in _FILLER]
-
-
-def _without_colours(words: Sequence[str]) -> list[str]:
-    """The words a colour name does not account for ("ball" of "cherry-red ball")."""
-    return [word for word in words if not colour_mentions(word)]
 
 
 def _spans(words: Sequence[str]) -> list[str]:

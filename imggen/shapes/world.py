@@ -43,16 +43,17 @@ def caption(scene: Scene) -> str:
     return f"a {scene.colour} {scene.shape} on a {scene.background} background"
 
 
-# What ``imggen demo`` draws: scenes of the shapes world; the second and the fourth in other
-# words, which the expand stage maps onto the model's own.
+# What ``imggen demo`` draws (its first four by default): scenes of the shapes world, the second,
+# third, fourth and sixth in other words, which the expand stage maps onto the model's own. The
+# third's shape needs the language model; the fourth's colour WordNet, where it is installed.
 DEMO_PROMPTS = [
     "a yellow triangle on a black background",
     "beneath a coal-black sky, a small lemon disc",
+    "an amethyst arrowhead against a snow canvas",
+    "a carrot pyramid on a navy wall",
     "a blue square on a yellow background",
     "a cherry-red ball on a cloud-white field",
     "a green cross on a purple background",
-    "a white circle on a blue background",
-    "an orange square on a green background",
 ]
 
 _CAPTION = re.compile(r"an? (\w+) (\w+) on an? (\w+) background")

@@ -14,6 +14,7 @@ import pytest
 from imggen.shapes import parse_caption
 from testbed.deployments import Deployment, embedded, with_worker
 from testbed.tiny_gguf import write_tiny_gguf
+from testbed.tiny_wordnet import write_tiny_wordnet
 
 pytestmark = pytest.mark.slow
 WAIT_S = 180.0
@@ -28,8 +29,11 @@ def _notes(info: dict[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    # The bare name, with no such folder under the models dir: the shipped model.
-    yield from with_worker(embedded("shapes", tmp_path_factory.mktemp("shapes"), Path("shapes")))
+    home = tmp_path_factory.mktemp("shapes")
+    # The bare name, with no such folder under the models dir: the shipped model. A WordNet of a
+    # few words, so that what the dictionary decides does not depend on the system's copy.
+    wordnet = str(write_tiny_wordnet(home / "wordnet"))
+    yield from with_worker(embedded("shapes", home, Path("shapes"), wordnet=wordnet))
 
 
 def test_a_caption_is_drawn_and_scored_for_adherence(shapes: Deployment) -> None:
@@ -47,6 +51,16 @@ def test_a_paraphrase_is_mapped_onto_the_models_words(shapes: Deployment) -> Non
     assert info["status"] == "succeeded", info
     assert info["prompt"] == "a cherry-red ball on a cloud-white field"
     assert info["expanded_prompt"] == "a red circle on a white background"
+    assert all(set(image["metrics"]) >= ADHERENCE for image in info["images"])
+
+
+def test_words_that_only_the_dictionary_knows_are_mapped_by_their_definitions(
+    shapes: Deployment,
+) -> None:
+    info = shapes.client.submit("a carrot wedge on a pearl canvas", **JOB).wait(WAIT_S)
+    assert info["status"] == "succeeded", info
+    assert info["expanded_prompt"] == "a orange triangle on a white background"
+    assert info["expansion"]["mapped_by"] == ["dictionary"]
     assert all(set(image["metrics"]) >= ADHERENCE for image in info["images"])
 
 
@@ -97,7 +111,7 @@ def test_an_imported_language_model_helps_map(
     neither the world nor the colour table knows."""
     home = tmp_path_factory.mktemp("lm")
     gguf = write_tiny_gguf(home / "tiny-llama.gguf")
-    dep = embedded("lm", home, Path("shapes"), embed_model="none")
+    dep = embedded("lm", home, Path("shapes"), embed_model="none", wordnet="none")
     imported = subprocess.run(
         [sys.executable, "-m", "worker.cli", "models", "import", str(gguf)]
         + ["--name", "smollm2-135m-instruct"],

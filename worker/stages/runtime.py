@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from imggen import Components, ModelCache
     from imggen.aux_models import Captioner, Clip, LanguageModel, SentenceEmbedder
+    from imggen.shapes.dictionary import Dictionary
     from imggen.shapes.vocabulary import VocabularyMap
     from worker.stages.handover import Handover
 
@@ -64,9 +65,8 @@ class Runtime:
     store: ArtifactStore
     _models: ModelCache | None = field(default=None, repr=False)
     _handover: Handover | None = field(default=None, repr=False)
-    _vocabulary: tuple[tuple[object, object], VocabularyMap] | None = field(
-        default=None, repr=False
-    )
+    _vocabulary: tuple[tuple[object, ...], VocabularyMap] | None = field(default=None, repr=False)
+    _dictionary: tuple[Dictionary | None] | None = field(default=None, repr=False)
     _draws_shapes: dict[str, bool] = field(default_factory=dict, repr=False)
     _model_ids: set[str] = field(default_factory=set, repr=False)  # the diffusion models asked for
     _expansions: ModelOutputs | None = field(default=None, repr=False)
@@ -155,12 +155,30 @@ class Runtime:
             return None
         return self.models.get(self.settings.model_path(str(folder)), load_sentence_embedder)
 
+    def dictionary(self) -> Dictionary | None:
+        """WordNet, when the deployment has it (opened once)."""
+        if self._dictionary is None:
+            from imggen.shapes.dictionary import Dictionary, installed_dictionary
+
+            folder = self.settings.wordnet
+            if folder is None or folder.lower() == "none":
+                self._dictionary = (None,)
+            elif folder == "auto":
+                self._dictionary = (installed_dictionary(),)
+            else:
+                self._dictionary = (Dictionary(folder),)
+        return self._dictionary[0]
+
     def vocabulary_map(self) -> VocabularyMap:
-        """The shapes world's vocabulary map: the colour table, and the sentence embedder and
-        the expander where the deployment has them (built once)."""
-        embedder, expander = self.sentence_embedder(), self.expander()
-        sources = (embedder, expander)
-        known = self._vocabulary[0] if self._vocabulary else (None, None)
+        """The shapes world's vocabulary map: the colour table, and the dictionary, the
+        sentence embedder and the expander where the deployment has them (built once)."""
+        embedder, expander, dictionary = (
+            self.sentence_embedder(),
+            self.expander(),
+            self.dictionary(),
+        )
+        sources = (embedder, expander, dictionary)
+        known = self._vocabulary[0] if self._vocabulary else (None, None, None)
         if self._vocabulary is None or any(a is not b for a, b in zip(known, sources, strict=True)):
             from imggen.shapes.vocabulary import VocabularyMap
 
@@ -168,6 +186,7 @@ class Runtime:
                 embedder.embed if embedder else None,
                 expander.likelihood if expander else None,
                 colour_table=importlib.util.find_spec("matplotlib") is not None,
+                dictionary=dictionary,
             )
             self._vocabulary = (sources, vocabulary)
         return self._vocabulary[1]
