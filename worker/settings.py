@@ -150,7 +150,16 @@ class WorkerSettings(Settings):
             raise ValueError("semantic_levels must be ordered by similarity, highest first")
         if any(not 0 < fraction < 1 for _, fraction in self.semantic_levels):
             raise ValueError("semantic_levels: each fraction of steps skipped must be in (0, 1)")
+        folder = self.wordnet_folder()
+        if folder is not None and not (folder / "index.noun").is_file():
+            raise ValueError(f"wordnet: not a WordNet database folder (no index.noun): {folder}")
         return self
+
+    def wordnet_folder(self) -> Path | None:
+        """The WordNet folder the deployment names, or None for ``auto`` and ``none``."""
+        if self.wordnet is None or self.wordnet.lower() in ("auto", "none"):
+            return None
+        return Path(self.wordnet)
 
     def batch_images(self, lane: str) -> int:
         """The images a denoise batch led by a job of ``lane`` holds."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from imggen.shapes.dictionary import NOUN_SHAPE, Dictionary, installed_dictionary
 from imggen.shapes.vocabulary import VocabularyMap
 from testbed.tiny_wordnet import write_tiny_wordnet
+from worker.settings import WorkerSettings
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +81,12 @@ def test_the_systems_wordnet_knows_carrots_and_wedges() -> None:
     assert {"circular", "round"} <= _SYSTEM.derived_adjectives("circle", NOUN_SHAPE)
     mapping = VocabularyMap(dictionary=_SYSTEM).map("beneath an ebony sky, a small carrot wedge")
     assert mapping is not None and mapping.prompt == "a orange triangle on a black background"
+
+
+def test_a_worker_refuses_a_wordnet_setting_that_names_no_wordnet(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="wordnet: not a WordNet database folder"):
+        WorkerSettings(home=tmp_path, wordnet=str(tmp_path))
+    folder = write_tiny_wordnet(tmp_path / "wordnet")
+    assert WorkerSettings(home=tmp_path, wordnet=str(folder)).wordnet_folder() == folder
+    for off_or_auto in ("none", "NONE", "auto"):
+        assert WorkerSettings(home=tmp_path, wordnet=off_or_auto).wordnet_folder() is None

@@ -160,13 +160,13 @@ class Runtime:
         if self._dictionary is None:
             from imggen.shapes.dictionary import Dictionary, installed_dictionary
 
-            folder = self.settings.wordnet
-            if folder is None or folder.lower() == "none":
-                self._dictionary = (None,)
-            elif folder == "auto":
+            folder, named = self.settings.wordnet, self.settings.wordnet_folder()
+            if named is not None:
+                self._dictionary = (Dictionary(named),)
+            elif folder is not None and folder.lower() == "auto":
                 self._dictionary = (installed_dictionary(),)
             else:
-                self._dictionary = (Dictionary(folder),)
+                self._dictionary = (None,)
         return self._dictionary[0]
 
     def vocabulary_map(self) -> VocabularyMap:
